@@ -1,0 +1,143 @@
+"""Zone subjects, streams and broker permissions: the single source of truth.
+
+The cloud is split into zones (ingress, legal, services, egress). Zone separation is
+enforced by the NATS server: every service connects as its own user and the server's
+authorization block, rendered from :data:`ROLES`, lets it publish and subscribe only the
+subjects of its job. Subjects run one way: field -> ingress -> legal -> egress.
+
+Subject map (``<m>`` meter id, ``<c>`` customer id, ``<p>`` billing period id,
+``<s>`` service name)::
+
+    ingress.upload.<gateway>      gateway -> communication   signed transmissions, period closings
+    ingress.keys.<c>              receiver -> communication  signed FHE key registrations
+    legal.in.reading.<m>          communication -> legal, storage
+    legal.in.close.<m>            communication -> legal     billing period closed
+    legal.keys.<c>                communication -> storage   key registry
+    legal.results.<m>             legal -> storage           signed encrypted results r, r'
+    legal.log.<s>                 every cloud service -> logbook
+    egress.results.<m>.<p>        storage -> display         results ready for receivers
+    egress.display.fetch          receiver -> display        request/reply
+    services.>                    third-party add-ons (never legal.>)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+
+@dataclass(frozen=True)
+class StreamSpec:
+    """A JetStream stream (file storage) and the subjects it captures."""
+
+    name: str
+    subjects: tuple[str, ...]
+    retention: Literal["limits", "workqueue"] = "limits"
+    max_age_s: float = 7 * 24 * 3600.0
+    duplicate_window_s: float = 120.0
+    allow_direct: bool = False
+
+
+@dataclass(frozen=True)
+class ConsumerSpec:
+    """A durable pull consumer with explicit acknowledgement."""
+
+    stream: str
+    durable: str
+    filter_subject: str
+    ack_wait_s: float = 60.0
+    max_deliver: int = -1
+
+
+STREAMS: tuple[StreamSpec, ...] = (
+    StreamSpec("INGRESS", ("ingress.upload.>", "ingress.keys.>"), retention="workqueue"),
+    StreamSpec("LEGAL", ("legal.in.>", "legal.keys.>", "legal.results.>")),
+    StreamSpec("LOGBOOK", ("legal.log.>",)),
+    StreamSpec("EGRESS", ("egress.results.>",), max_age_s=365 * 24 * 3600.0, allow_direct=True),
+)
+
+CONSUMERS: tuple[ConsumerSpec, ...] = (
+    ConsumerSpec("INGRESS", "communication", "ingress.>"),
+    ConsumerSpec("LEGAL", "legal", "legal.in.>", ack_wait_s=120.0),
+    ConsumerSpec("LEGAL", "storage-readings", "legal.in.reading.>"),
+    ConsumerSpec("LEGAL", "storage-keys", "legal.keys.>"),
+    ConsumerSpec("LEGAL", "storage-results", "legal.results.>"),
+    ConsumerSpec("LOGBOOK", "logbook", "legal.log.>"),
+)
+
+
+def inbox_prefix(role: str) -> str:
+    """Each role gets its own reply inbox so no client can read another's replies."""
+    return f"_INBOX_{role}"
+
+
+def _consume(stream: str, durable: str) -> tuple[str, ...]:
+    """JetStream API subjects a client needs to pull from one durable consumer."""
+    return (
+        f"$JS.API.CONSUMER.MSG.NEXT.{stream}.{durable}",
+        f"$JS.API.CONSUMER.INFO.{stream}.{durable}",
+        f"$JS.ACK.{stream}.{durable}.>",
+    )
+
+
+@dataclass(frozen=True)
+class Role:
+    """A broker user: what it may publish and subscribe."""
+
+    name: str
+    zone: Literal["field", "ingress", "legal", "services", "egress", "receiver", "admin"]
+    publish: tuple[str, ...]
+    subscribe: tuple[str, ...] = ()
+    allow_responses: bool = False
+    extra_subscribe: tuple[str, ...] = field(default=())
+
+    def subscribe_all(self) -> tuple[str, ...]:
+        return (*self.subscribe, f"{inbox_prefix(self.name)}.>", *self.extra_subscribe)
+
+
+ROLES: dict[str, Role] = {
+    r.name: r
+    for r in (
+        Role("admin", "admin", publish=(">",), subscribe=(">",)),
+        Role("gateway", "field", publish=("ingress.upload.>",)),
+        Role("receiver", "receiver", publish=("ingress.keys.>", "egress.display.fetch")),
+        Role(
+            "communication",
+            "ingress",
+            publish=(
+                "legal.in.>",
+                "legal.keys.>",
+                "legal.log.communication",
+                *_consume("INGRESS", "communication"),
+            ),
+        ),
+        Role(
+            "legal",
+            "legal",
+            publish=("legal.results.>", "legal.log.legal", *_consume("LEGAL", "legal")),
+        ),
+        Role(
+            "storage",
+            "legal",
+            publish=(
+                "egress.results.>",
+                "services.export.>",
+                "legal.log.storage",
+                *_consume("LEGAL", "storage-readings"),
+                *_consume("LEGAL", "storage-keys"),
+                *_consume("LEGAL", "storage-results"),
+            ),
+        ),
+        Role("logbook", "legal", publish=_consume("LOGBOOK", "logbook")),
+        Role(
+            "display",
+            "egress",
+            publish=("$JS.API.DIRECT.GET.EGRESS.>", "$JS.API.DIRECT.GET.EGRESS", "legal.log.display"),
+            subscribe=("egress.display.fetch",),
+            allow_responses=True,
+        ),
+        Role("thirdparty", "services", publish=("services.>",), subscribe=("services.>",)),
+    )
+}
+
+SERVICE_ROLES: tuple[str, ...] = ("communication", "legal", "storage", "logbook", "display")
