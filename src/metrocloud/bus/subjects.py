@@ -10,6 +10,7 @@ Subject map (``<m>`` meter id, ``<c>`` customer id, ``<p>`` billing period id,
 
     ingress.upload.<gateway>      gateway -> communication   signed transmissions, period closings
     ingress.keys.<c>              receiver -> communication  signed FHE key registrations
+    ingress.report.<c>            receiver -> communication  verification failures (flags)
     legal.in.reading.<m>          communication -> legal, storage
     legal.in.close.<m>            communication -> legal     billing period closed
     legal.keys.<c>                communication -> storage   key registry
@@ -50,7 +51,11 @@ class ConsumerSpec:
 
 
 STREAMS: tuple[StreamSpec, ...] = (
-    StreamSpec("INGRESS", ("ingress.upload.>", "ingress.keys.>"), retention="workqueue"),
+    StreamSpec(
+        "INGRESS",
+        ("ingress.upload.>", "ingress.keys.>", "ingress.report.>"),
+        retention="workqueue",
+    ),
     StreamSpec("LEGAL", ("legal.in.>", "legal.keys.>", "legal.results.>")),
     StreamSpec("LOGBOOK", ("legal.log.>",)),
     StreamSpec("EGRESS", ("egress.results.>",), max_age_s=365 * 24 * 3600.0, allow_direct=True),
@@ -100,7 +105,11 @@ ROLES: dict[str, Role] = {
     for r in (
         Role("admin", "admin", publish=(">",), subscribe=(">",)),
         Role("gateway", "field", publish=("ingress.upload.>",)),
-        Role("receiver", "receiver", publish=("ingress.keys.>", "egress.display.fetch")),
+        Role(
+            "receiver",
+            "receiver",
+            publish=("ingress.keys.>", "ingress.report.>", "egress.display.fetch"),
+        ),
         Role(
             "communication",
             "ingress",
@@ -132,7 +141,11 @@ ROLES: dict[str, Role] = {
         Role(
             "display",
             "egress",
-            publish=("$JS.API.DIRECT.GET.EGRESS.>", "$JS.API.DIRECT.GET.EGRESS", "legal.log.display"),
+            publish=(
+                "$JS.API.DIRECT.GET.EGRESS.>",
+                "$JS.API.DIRECT.GET.EGRESS",
+                "legal.log.display",
+            ),
             subscribe=("egress.display.fetch",),
             allow_responses=True,
         ),

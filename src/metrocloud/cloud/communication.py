@@ -1,0 +1,215 @@
+"""Ingress: the only door from the Internet into the cloud.
+
+Checks, in order, every upload: size, envelope, certificate chain and role, signature,
+known gateway and meter, body, freshness, the customer's registered crypto context and key,
+the two distinct ciphertexts of the integrity protocol, and replay of reading indices. What
+passes goes to the legal zone; what fails is dropped with a reason in the logbook.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import datetime, timedelta, timezone
+
+from nats.aio.msg import Msg
+
+from metrocloud.core.errors import Rejected
+from metrocloud.core.events import EventKind
+from metrocloud.core.messages import (
+    Envelope,
+    KeyRegistration,
+    PeriodClose,
+    Transmission,
+    VerificationReport,
+)
+from metrocloud.fhe.context import deserialize_ciphertext, deserialize_public_key
+from metrocloud.fhe.params import FheParameters
+from metrocloud.pki import Role, verify_certificate, verify_signature
+from metrocloud.pki.validate import subject_common_name
+from metrocloud.store import CustomerKeyRecord, Flag
+from metrocloud.cloud.runtime import Service, delivered_before
+
+MAX_UPLOAD_BYTES = 4 * 1024 * 1024
+MAX_REGISTRATION_BYTES = 24 * 1024 * 1024
+MAX_CLOCK_SKEW = timedelta(minutes=10)
+
+
+def check_fresh(sent_at: str, now: datetime) -> None:
+    try:
+        sent = datetime.fromisoformat(sent_at)
+    except ValueError:
+        raise Rejected("malformed-message", f"sent_at {sent_at!r} is not a timestamp") from None
+    if sent.tzinfo is None:
+        raise Rejected("malformed-message", "sent_at lacks a time zone")
+    if abs(now - sent) > MAX_CLOCK_SKEW:
+        raise Rejected("stale-message", f"sent at {sent_at}, now {now.isoformat()}")
+
+
+class Communication(Service):
+    name = "communication"
+    role = "communication"
+
+    async def serve(self) -> None:
+        await self.consume("communication", self.handle)
+
+    async def handle(self, msg: Msg) -> None:
+        kind = msg.subject.split(".")[1]
+        sender = msg.subject.split(".", 2)[2] if msg.subject.count(".") >= 2 else "?"
+        try:
+            if kind == "upload":
+                await self.upload(msg)
+            elif kind == "keys":
+                await self.registration(msg)
+            elif kind == "report":
+                await self.report(msg)
+            else:
+                raise Rejected("unknown-subject", msg.subject)
+        except Rejected as exc:
+            await self.log(
+                EventKind.REJECTION,
+                sender,
+                {
+                    "reason": exc.reason,
+                    "detail": exc.detail,
+                    "subject": msg.subject,
+                    "bytes": len(msg.data),
+                },
+                event_id=f"reject-{msg.metadata.sequence.stream}",
+            )
+        await msg.ack()
+
+    # -- shared checks ------------------------------------------------------------------
+    def open_envelope(self, raw: bytes, limit: int, role: Role) -> tuple[Envelope, str]:
+        if len(raw) > limit:
+            raise Rejected("oversized-message", f"{len(raw)} bytes, limit {limit}")
+        env = Envelope.decode(raw)
+        cert = verify_certificate(env.certificate, self.trust_anchor, expected_role=role)
+        verify_signature(cert, env.body, env.signature)
+        return env, subject_common_name(cert)
+
+    # -- uploads from gateways ------------------------------------------------------------
+    async def upload(self, msg: Msg) -> None:
+        env, gateway = self.open_envelope(msg.data, MAX_UPLOAD_BYTES, Role.GATEWAY)
+        if not self.store.gateway_known(gateway):
+            raise Rejected("unknown-gateway", f"gateway {gateway} is not registered")
+        now = datetime.now(timezone.utc)
+        kind = env.body_kind()
+        if kind == Transmission.kind:
+            await self.transmission(msg, env, gateway, now)
+        elif kind == PeriodClose.kind:
+            close = PeriodClose.decode(env.body)
+            self.check_meter(gateway, close.gateway, close.meter, close.customer)
+            check_fresh(close.sent_at, now)
+            await self.publish(
+                f"legal.in.close.{close.meter}",
+                msg.data,
+                f"close-{close.meter}-{close.period_id}",
+            )
+            await self.log(
+                EventKind.ARRIVAL,
+                close.meter,
+                {"what": "period-close", "period": close.period_id, "gateway": gateway},
+                event_id=f"arrival-close-{close.meter}-{close.period_id}",
+            )
+        else:
+            raise Rejected("malformed-message", f"gateways do not send {kind}")
+
+    def check_meter(self, gateway: str, claimed: str, meter_id: str, customer: str) -> None:
+        if claimed != gateway:
+            raise Rejected("gateway-mismatch", f"signed by {gateway}, body claims {claimed}")
+        meter = self.store.meter(meter_id)
+        if meter is None or meter.gateway_id != gateway:
+            raise Rejected("unknown-meter", f"meter {meter_id} is not registered to {gateway}")
+        if meter.customer_id != customer:
+            raise Rejected("unknown-meter", f"meter {meter_id} does not belong to {customer}")
+
+    async def transmission(self, msg: Msg, env: Envelope, gateway: str, now: datetime) -> None:
+        tx = Transmission.decode(env.body)
+        self.check_meter(gateway, tx.gateway, tx.meter, tx.customer)
+        check_fresh(tx.sent_at, now)
+        if not (tx.period_start <= tx.first_index and tx.first_index + tx.count <= tx.period_end):
+            raise Rejected("malformed-message", "readings lie outside the billing period")
+        if not 0 < tx.count <= tx.block:
+            raise Rejected("malformed-message", f"{tx.count} readings in a block of {tx.block}")
+        key = self.store.customer_key(tx.customer)
+        if key is None:
+            raise Rejected("unknown-customer-key", f"customer {tx.customer} registered no key")
+        params = FheParameters.from_dict(key.parameters)
+        if tx.parameters_id != params.parameters_id or tx.key_tag != key.key_tag:
+            raise Rejected(
+                "wrong-crypto-context",
+                f"message names {tx.parameters_id}/{tx.key_tag[:12]}…, customer registered "
+                f"{params.parameters_id}/{key.key_tag[:12]}…",
+            )
+        for blob in (tx.c, tx.c_dup):
+            deserialize_ciphertext(blob, params, key.key_tag)
+        if tx.c == tx.c_dup:
+            raise Rejected("integrity-protocol", "c and c' are the same ciphertext")
+        digest = hashlib.sha256(env.body).digest()
+        seen = self.store.accepted_digest(tx.meter, tx.first_index)
+        if seen is not None and not (seen == digest and delivered_before(msg)):
+            raise Rejected(
+                "replayed-index",
+                f"readings from index {tx.first_index} of {tx.meter} were accepted before",
+            )
+        await self.publish(f"legal.in.reading.{tx.meter}", msg.data, digest.hex())
+        self.store.accept(tx.meter, tx.first_index, digest)
+        await self.log(
+            EventKind.ARRIVAL,
+            tx.meter,
+            {
+                "what": "transmission",
+                "period": tx.period_id,
+                "seq": tx.seq,
+                "first_index": tx.first_index,
+                "count": tx.count,
+                "bytes": len(msg.data),
+                "gateway": gateway,
+            },
+            event_id=f"arrival-{digest.hex()}",
+        )
+
+    # -- from receivers ---------------------------------------------------------------------
+    async def registration(self, msg: Msg) -> None:
+        env, customer = self.open_envelope(msg.data, MAX_REGISTRATION_BYTES, Role.RECEIVER)
+        reg = KeyRegistration.decode(env.body)
+        if reg.customer != customer:
+            raise Rejected("customer-mismatch", f"signed by {customer}, body claims {reg.customer}")
+        check_fresh(reg.sent_at, datetime.now(timezone.utc))
+        try:
+            params = FheParameters.from_dict(reg.parameters)
+        except (KeyError, ValueError) as exc:
+            raise Rejected("unsupported-parameters", str(exc)) from None
+        try:
+            public_key = deserialize_public_key(reg.public_key)
+        except RuntimeError as exc:
+            raise Rejected("malformed-public-key", str(exc)) from None
+        if public_key.GetKeyTag() != reg.key_tag:
+            raise Rejected("malformed-public-key", "public key tag differs from key_tag")
+        await self.publish(f"legal.keys.{customer}", msg.data, f"keys-{customer}-{reg.key_tag}")
+        self.store.set_customer_key(CustomerKeyRecord(customer, reg.key_tag, params.to_dict()))
+        await self.log(
+            EventKind.KEY_REGISTRATION,
+            customer,
+            {"key_tag": reg.key_tag, "parameters": params.parameters_id, "bytes": len(msg.data)},
+            event_id=f"keys-{customer}-{reg.key_tag}",
+        )
+
+    async def report(self, msg: Msg) -> None:
+        env, customer = self.open_envelope(msg.data, MAX_UPLOAD_BYTES, Role.RECEIVER)
+        rep = VerificationReport.decode(env.body)
+        meter = self.store.meter(rep.meter)
+        if rep.customer != customer or meter is None or meter.customer_id != customer:
+            raise Rejected("customer-mismatch", f"{customer} cannot report on {rep.meter}")
+        if rep.verified:
+            await self.log(
+                EventKind.VERIFICATION_SUCCESS, rep.meter, {"period": rep.period_id}
+            )
+            return
+        self.store.add_flag(Flag(rep.meter, rep.period_id, rep.reason, rep.sent_at))
+        await self.log(
+            EventKind.VERIFICATION_FAILURE,
+            rep.meter,
+            {"period": rep.period_id, "reason": rep.reason, "customer": customer},
+            event_id=f"verification-{hashlib.sha256(env.body).hexdigest()}",
+        )

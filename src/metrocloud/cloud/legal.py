@@ -1,0 +1,178 @@
+"""Legal processing: the certified tariff program on encrypted readings, never a plaintext.
+
+Per transmission it evaluates ``c`` and ``c'`` alike and stores the two partial results
+under (meter, period, seq): a redelivered transmission finds its partial and is skipped,
+so nothing is billed twice. On the period closing it waits until every transmission is in,
+reads out ``r`` and ``r'``, signs them with the tariff program's software identification,
+and hands them to storage.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from typing import Any
+
+from nats.aio.msg import Msg
+
+from metrocloud.cloud.runtime import Service
+from metrocloud.core.errors import Rejected
+from metrocloud.core.events import EventKind
+from metrocloud.core.messages import Envelope, KeyRegistration, PeriodClose, TariffResult, Transmission
+from metrocloud.fhe.context import (
+    Ciphertext,
+    deserialize_ciphertext,
+    deserialize_context,
+    load_rotation_keys,
+    serialize,
+)
+from metrocloud.fhe.evaluator import Evaluator
+from metrocloud.fhe.packing import SlotLayout
+from metrocloud.fhe.params import FheParameters
+from metrocloud.field.gateway import now_iso, seal
+from metrocloud.tariffs import TariffProgram, load_program
+
+_log = logging.getLogger(__name__)
+
+RETRY_DELAY_S = 1.0
+
+
+def flip_bytes(blob: bytes) -> bytes:
+    """A manipulation for fault scenarios: invert bytes in the middle of a ciphertext."""
+    middle = len(blob) // 2
+    return blob[:middle] + bytes(b ^ 0xFF for b in blob[middle : middle + 16]) + blob[middle + 16 :]
+
+
+class CustomerKeys:
+    """Evaluation context of one customer: parameters, key tag, an evaluator."""
+
+    def __init__(self, params: FheParameters, key_tag: str, context: Any) -> None:
+        self.params = params
+        self.key_tag = key_tag
+        self.evaluator = Evaluator(context, params.slots)
+
+    def load(self, blob: bytes) -> Ciphertext:
+        return deserialize_ciphertext(blob, self.params, self.key_tag)
+
+
+class Legal(Service):
+    name = "legal"
+    role = "legal"
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._keys: dict[str, CustomerKeys] = {}
+        # Fault injection for the testbed: "flip-r:<meter>" corrupts r (not r') of a meter.
+        fault = self.options.get("fault", "")
+        self._flip_r_of = fault.removeprefix("flip-r:") if fault.startswith("flip-r:") else None
+
+    async def serve(self) -> None:
+        await self.consume("legal", self.handle, batch=1)
+
+    def customer_keys(self, customer: str) -> CustomerKeys | None:
+        if customer in self._keys:
+            return self._keys[customer]
+        raw = self.store.key_registration(customer)
+        if raw is None:
+            return None
+        reg = KeyRegistration.decode(Envelope.decode(raw).body)
+        params = FheParameters.from_dict(reg.parameters)
+        context = deserialize_context(reg.context)
+        load_rotation_keys(reg.rotation_keys)
+        keys = CustomerKeys(params, reg.key_tag, context)
+        self._keys[customer] = keys
+        return keys
+
+    def program(self, meter_id: str, params: FheParameters) -> TariffProgram:
+        meter = self.store.meter(meter_id)
+        if meter is None:
+            raise Rejected("unknown-meter", meter_id)
+        return load_program(meter.tariff, params, meter.tariff_config)
+
+    async def handle(self, msg: Msg) -> None:
+        env = Envelope.decode(msg.data)
+        if msg.subject.startswith("legal.in.reading."):
+            await self.process(msg, Transmission.decode(env.body))
+        else:
+            await self.read_out(msg, PeriodClose.decode(env.body))
+
+    async def process(self, msg: Msg, tx: Transmission) -> None:
+        if self.store.has_partial(tx.meter, tx.period_id, tx.seq):
+            await self.log(
+                EventKind.DUPLICATE,
+                tx.meter,
+                {"period": tx.period_id, "seq": tx.seq, "note": "already processed, skipped"},
+            )
+            await msg.ack()
+            return
+        keys = self.customer_keys(tx.customer)
+        if keys is None:  # the key registration is still on its way to storage
+            await msg.nak(delay=RETRY_DELAY_S)
+            return
+        program = self.program(tx.meter, keys.params)
+        layout = SlotLayout(keys.params, tx.block)
+        ev = keys.evaluator
+        partial = program.evaluate(ev, keys.load(tx.c), layout)
+        partial_dup = program.evaluate(ev, keys.load(tx.c_dup), layout)
+        self.store.insert_partial(
+            tx.meter, tx.period_id, tx.seq, serialize(partial), serialize(partial_dup)
+        )
+        await self.log(
+            EventKind.PROCESSING,
+            tx.meter,
+            {"step": "evaluate", "period": tx.period_id, "seq": tx.seq, "tariff": program.name},
+            event_id=f"evaluate-{tx.meter}-{tx.period_id}-{tx.seq}",
+        )
+        await msg.ack()
+
+    async def read_out(self, msg: Msg, close: PeriodClose) -> None:
+        if self.store.result_computed(close.meter, close.period_id):
+            await msg.ack()
+            return
+        partials = self.store.partials(close.meter, close.period_id)
+        keys = self.customer_keys(close.customer)
+        if keys is None or len(partials) < close.transmissions:
+            await msg.nak(delay=RETRY_DELAY_S)  # transmissions still in flight
+            return
+        program = self.program(close.meter, keys.params)
+        layout = SlotLayout(keys.params, close.block)
+        ev = keys.evaluator
+        r = program.read_out(ev, [keys.load(p) for _, p, _ in partials], layout)
+        r_dup = program.read_out(ev, [keys.load(p) for _, _, p in partials], layout)
+        r_bytes, r_dup_bytes = serialize(r), serialize(r_dup)
+        if self._flip_r_of == close.meter:
+            r_bytes = flip_bytes(r_bytes)
+        result = TariffResult(
+            meter=close.meter,
+            customer=close.customer,
+            period_start=close.period_start,
+            period_end=close.period_end,
+            transmissions=close.transmissions,
+            tariff=program.software_id.to_dict(),
+            tariff_config_digest=program.config_digest,
+            registers=program.tariff_registers,
+            parameters_id=keys.params.parameters_id,
+            r=r_bytes,
+            r_dup=r_dup_bytes,
+            computed_at=now_iso(),
+        )
+        sealed = seal(self.identity, result)
+        await self.publish(
+            f"legal.results.{close.meter}", sealed, f"result-{close.meter}-{close.period_id}"
+        )
+        self.store.mark_result_computed(
+            close.meter, close.period_id, hashlib.sha256(sealed).digest()
+        )
+        self.store.drop_partials(close.meter, close.period_id)
+        await self.log(
+            EventKind.PROCESSING,
+            close.meter,
+            {
+                "step": "read-out",
+                "period": close.period_id,
+                "transmissions": close.transmissions,
+                "tariff": program.software_id.to_dict(),
+            },
+            event_id=f"readout-{close.meter}-{close.period_id}",
+        )
+        await msg.ack()

@@ -1,0 +1,169 @@
+"""What every cloud service shares: its identity, store, bus connection and logbook link.
+
+A service is one process (``metrocloud serve <name>``). It connects to the broker as its own
+user, pulls from its durable consumers, and acknowledges a message only after the message's
+effect is stored and the matching logbook event is durably in the LOGBOOK stream.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from abc import ABC, abstractmethod
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+from nats.js import JetStreamContext
+
+from metrocloud.bus.connect import connect
+from metrocloud.bus.server import Credentials
+from metrocloud.bus.streams import fetch, pull
+from metrocloud.core.events import EventKind, LogEvent
+from metrocloud.pki import Identity, IdentityStore, Role
+from metrocloud.store import SQLiteStore, Store
+
+_log = logging.getLogger(__name__)
+
+Handler = Callable[[Msg], Awaitable[None]]
+
+
+@dataclass(frozen=True)
+class DataDir:
+    """The embedded default keeps everything under one folder."""
+
+    root: Path
+
+    @property
+    def store(self) -> Path:
+        return self.root / "metrocloud.sqlite"
+
+    @property
+    def logbook(self) -> Path:
+        return self.root / "logbook.sqlite"
+
+    @property
+    def pki(self) -> Path:
+        return self.root / "pki"
+
+    @property
+    def cluster_file(self) -> Path:
+        return self.root / "cluster.json"
+
+    @property
+    def logs(self) -> Path:
+        return self.root / "logs"
+
+    @property
+    def run(self) -> Path:
+        return self.root / "run"
+
+    def cluster(self) -> dict[str, Any]:
+        data = json.loads(self.cluster_file.read_text())
+        assert isinstance(data, dict)
+        return data
+
+    def credentials(self, role: str) -> Credentials:
+        users = json.loads((self.root / "nats" / "users.json").read_text())
+        return Credentials(user=role, password=str(users[role]))
+
+    def open_store(self) -> Store:
+        return SQLiteStore(self.store)
+
+
+class Service(ABC):
+    """Base of the cloud services; subclasses implement :meth:`serve`."""
+
+    name: str = ""
+    role: str = ""
+
+    def __init__(self, data: DataDir, options: dict[str, str] | None = None) -> None:
+        self.data = data
+        self.options = options or {}
+        self.store = data.open_store()
+        self.identity: Identity = IdentityStore(data.pki).identity(self.name, Role.SERVICE)
+        self.trust_anchor = IdentityStore(data.pki).trust_anchor
+        self.nc: Client | None = None
+        self.js: JetStreamContext | None = None
+        self._stop = asyncio.Event()
+
+    async def start(self) -> None:
+        url = str(self.data.cluster()["nats_url"])
+        self.nc = await connect(
+            url, self.data.credentials(self.role), name=self.name, role=self.role
+        )
+        self.js = self.nc.jetstream(timeout=30.0)
+
+    async def stop(self) -> None:
+        self._stop.set()
+
+    async def close(self) -> None:
+        if self.nc is not None:
+            await self.nc.drain()
+        self.store.close()
+
+    async def log(
+        self,
+        kind: EventKind,
+        subject: str,
+        detail: dict[str, Any] | None = None,
+        *,
+        event_id: str | None = None,
+    ) -> None:
+        """Durably hand one event to the logbook (idempotent when ``event_id`` repeats)."""
+        event = LogEvent(actor=self.name, kind=kind, subject=subject, detail=detail or {})
+        if event_id is not None:
+            event = LogEvent(
+                actor=event.actor,
+                kind=kind,
+                subject=subject,
+                detail=event.detail,
+                time=event.time,
+                event_id=event_id,
+            )
+        assert self.js is not None
+        await self.js.publish(
+            f"legal.log.{self.name}", event.to_json(), headers={"Nats-Msg-Id": event.event_id}
+        )
+
+    async def publish(self, subject: str, payload: bytes, msg_id: str) -> None:
+        """JetStream publish that returns only once the stream has stored the message."""
+        assert self.js is not None
+        await self.js.publish(subject, payload, headers={"Nats-Msg-Id": msg_id})
+
+    async def consume(self, durable: str, handler: Handler, batch: int = 8) -> None:
+        """Pull from a durable consumer until stopped; the handler acks or naks."""
+        assert self.js is not None
+        sub = await pull(self.js, durable)
+        while not self._stop.is_set():
+            for msg in await fetch(sub, batch=batch, timeout_s=1.0):
+                try:
+                    await handler(msg)
+                except Exception:
+                    _log.exception("%s: handler failed; message will be redelivered", self.name)
+                    await msg.nak(delay=2.0)
+
+    @abstractmethod
+    async def serve(self) -> None:
+        """The service's work loop; returns when :meth:`stop` was called."""
+
+    async def run(self) -> None:
+        await self.start()
+        try:
+            await self.log(EventKind.SERVICE, self.name, {"event": "started"})
+            await self.serve()
+        finally:
+            await self.close()
+
+    @property
+    def stopping(self) -> bool:
+        return self._stop.is_set()
+
+
+def delivered_before(msg: Msg) -> bool:
+    """True when JetStream has delivered this very message before (a redelivery)."""
+    return msg.metadata.num_delivered > 1

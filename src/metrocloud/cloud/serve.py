@@ -1,0 +1,58 @@
+"""Run one cloud service in this process: ``python -m metrocloud.cloud.serve NAME --data DIR``."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import signal
+from pathlib import Path
+
+from metrocloud.cloud.communication import Communication
+from metrocloud.cloud.display import Display
+from metrocloud.cloud.legal import Legal
+from metrocloud.cloud.logbook import Logbook
+from metrocloud.cloud.runtime import DataDir, Service
+from metrocloud.cloud.storage import Storage
+
+SERVICES: dict[str, type[Service]] = {
+    s.name: s for s in (Communication, Legal, Storage, Logbook, Display)
+}
+
+
+async def run_service(name: str, data: DataDir, options: dict[str, str]) -> None:
+    service = SERVICES[name](data, options)
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, lambda: asyncio.ensure_future(service.stop()))
+    ready = data.run / f"{name}.ready"
+
+    async def mark_ready() -> None:
+        while service.js is None:
+            await asyncio.sleep(0.05)
+        ready.write_text(str(os.getpid()))
+
+    marker = asyncio.ensure_future(mark_ready())
+    try:
+        await service.run()
+    finally:
+        marker.cancel()
+        ready.unlink(missing_ok=True)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("name", choices=sorted(SERVICES))
+    parser.add_argument("--data", type=Path, required=True)
+    parser.add_argument("--option", action="append", default=[], help="KEY=VALUE")
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO, format=f"%(asctime)s {args.name} %(levelname)s %(message)s"
+    )
+    options = dict(o.split("=", 1) for o in args.option)
+    asyncio.run(run_service(args.name, DataDir(args.data), options))
+
+
+if __name__ == "__main__":
+    main()

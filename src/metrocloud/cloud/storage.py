@@ -1,0 +1,77 @@
+"""Long-term storage of the signed encrypted readings, key registrations and results.
+
+Results are exported to the egress zone (``egress.results.<meter>.<period>``) once stored;
+third-party services get a notice without any reading in it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+from nats.aio.msg import Msg
+
+from metrocloud.cloud.runtime import Service
+from metrocloud.core.events import EventKind
+from metrocloud.core.messages import Envelope, KeyRegistration, TariffResult, Transmission
+from metrocloud.pki import Role, verify_certificate, verify_signature
+
+
+class Storage(Service):
+    name = "storage"
+    role = "storage"
+
+    async def serve(self) -> None:
+        await asyncio.gather(
+            self.consume("storage-readings", self.reading),
+            self.consume("storage-keys", self.keys),
+            self.consume("storage-results", self.result),
+        )
+
+    async def reading(self, msg: Msg) -> None:
+        tx = Transmission.decode(Envelope.decode(msg.data).body)
+        if self.store.insert_reading(tx.meter, tx.period_id, tx.seq, tx.first_index, msg.data):
+            await self.log(
+                EventKind.STORAGE,
+                tx.meter,
+                {"what": "transmission", "period": tx.period_id, "seq": tx.seq},
+                event_id=f"stored-reading-{tx.meter}-{tx.first_index}",
+            )
+        await msg.ack()
+
+    async def keys(self, msg: Msg) -> None:
+        reg = KeyRegistration.decode(Envelope.decode(msg.data).body)
+        if self.store.insert_key_registration(reg.customer, reg.key_tag, msg.data):
+            await self.log(
+                EventKind.STORAGE,
+                reg.customer,
+                {"what": "key-registration", "key_tag": reg.key_tag},
+                event_id=f"stored-keys-{reg.customer}-{reg.key_tag}",
+            )
+        await msg.ack()
+
+    async def result(self, msg: Msg) -> None:
+        env = Envelope.decode(msg.data)
+        cert = verify_certificate(env.certificate, self.trust_anchor, expected_role=Role.SERVICE)
+        verify_signature(cert, env.body, env.signature)
+        res = TariffResult.decode(env.body)
+        self.store.insert_result(res.meter, res.period_id, msg.data)
+        stored = self.store.result(res.meter, res.period_id)
+        assert stored is not None
+        await self.publish(
+            f"egress.results.{res.meter}.{res.period_id}",
+            stored,
+            f"egress-{res.meter}-{res.period_id}",
+        )
+        assert self.nc is not None
+        await self.nc.publish(
+            f"services.export.result.{res.meter}",
+            json.dumps({"meter": res.meter, "period": res.period_id}).encode(),
+        )
+        await self.log(
+            EventKind.STORAGE,
+            res.meter,
+            {"what": "result", "period": res.period_id, "tariff": res.tariff},
+            event_id=f"stored-result-{res.meter}-{res.period_id}",
+        )
+        await msg.ack()

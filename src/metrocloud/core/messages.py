@@ -1,0 +1,221 @@
+"""Messages between field, cloud and receiver: typed, versioned, serialized once.
+
+Every message travels as a signed :class:`Envelope`: the body is encoded to bytes exactly
+once (msgpack), the sender signs those bytes, and every hop passes the same bytes on, so a
+signature can be checked anywhere downstream (storage keeps the gateway's signed
+transmission; the receiver checks the signature of ``legal`` over its result).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+from typing import Any, ClassVar, TypeVar
+
+import msgpack
+
+from metrocloud.core.errors import Rejected
+
+WIRE_VERSION = 1
+
+M = TypeVar("M", bound="Message")
+
+
+def _decode(raw: bytes, what: str) -> Any:
+    try:
+        return msgpack.unpackb(raw, raw=False, strict_map_key=True)
+    except (ValueError, msgpack.ExtraData, msgpack.FormatError, msgpack.StackError) as exc:
+        raise Rejected("malformed-message", f"{what} is not valid msgpack: {exc}") from None
+
+
+@dataclass(frozen=True)
+class Message:
+    """Base of message bodies; ``kind`` names the type on the wire."""
+
+    kind: ClassVar[str]
+
+    def encode(self) -> bytes:
+        return msgpack.packb({"kind": self.kind, **asdict(self)}, use_bin_type=True)
+
+    @classmethod
+    def decode(cls: type[M], raw: bytes) -> M:
+        data = _decode(raw, f"{cls.kind} body")
+        if not isinstance(data, dict) or data.get("kind") != cls.kind:
+            raise Rejected("malformed-message", f"expected a {cls.kind} body")
+        names = {f.name: f for f in fields(cls)}
+        missing = set(names) - set(data)
+        if missing:
+            raise Rejected("malformed-message", f"{cls.kind} lacks {sorted(missing)}")
+        values = {}
+        for name, f in names.items():
+            value = data[name]
+            expected = {"str": str, "int": int, "bytes": bytes, "dict[str, Any]": dict}.get(
+                str(f.type)
+            )
+            if expected is not None and (
+                not isinstance(value, expected) or isinstance(value, bool)
+            ):
+                raise Rejected("malformed-message", f"{cls.kind}.{name} must be {f.type}")
+            values[name] = value
+        return cls(**values)
+
+
+@dataclass(frozen=True)
+class Transmission(Message):
+    """One transmission period of one meter: the integrity protocol's ``c`` and ``c'``.
+
+    ``first_index`` .. ``first_index + count - 1`` are the reading indices inside.
+    The billing period is ``[period_start, period_end)`` in reading indices; ``seq`` counts
+    transmissions within it from 0.
+    """
+
+    kind: ClassVar[str] = "transmission"
+    gateway: str
+    meter: str
+    customer: str
+    period_start: int
+    period_end: int
+    seq: int
+    first_index: int
+    count: int
+    block: int
+    parameters_id: str
+    key_tag: str
+    sent_at: str
+    c: bytes
+    c_dup: bytes
+
+    @property
+    def period_id(self) -> str:
+        return f"{self.period_start}-{self.period_end}"
+
+
+@dataclass(frozen=True)
+class PeriodClose(Message):
+    """The gateway's word that a billing period is complete after ``transmissions``."""
+
+    kind: ClassVar[str] = "period-close"
+    gateway: str
+    meter: str
+    customer: str
+    period_start: int
+    period_end: int
+    transmissions: int
+    block: int
+    sent_at: str
+
+    @property
+    def period_id(self) -> str:
+        return f"{self.period_start}-{self.period_end}"
+
+
+@dataclass(frozen=True)
+class KeyRegistration(Message):
+    """A receiver registers its public key and the evaluation keys it hands out."""
+
+    kind: ClassVar[str] = "key-registration"
+    customer: str
+    parameters: dict[str, Any]
+    key_tag: str
+    context: bytes
+    public_key: bytes
+    rotation_keys: bytes
+    sent_at: str
+
+
+@dataclass(frozen=True)
+class VerificationReport(Message):
+    """A receiver reports the outcome of checking one result (failures flag the meter)."""
+
+    kind: ClassVar[str] = "verification-report"
+    customer: str
+    meter: str
+    period_id: str
+    verified: int
+    reason: str
+    sent_at: str
+
+
+@dataclass(frozen=True)
+class TariffResult(Message):
+    """The encrypted result ``r``, ``r'`` of one meter's billing period, signed by legal."""
+
+    kind: ClassVar[str] = "tariff-result"
+    meter: str
+    customer: str
+    period_start: int
+    period_end: int
+    transmissions: int
+    tariff: dict[str, Any]
+    tariff_config_digest: str
+    registers: int
+    parameters_id: str
+    r: bytes
+    r_dup: bytes
+    computed_at: str
+
+    @property
+    def period_id(self) -> str:
+        return f"{self.period_start}-{self.period_end}"
+
+
+@dataclass(frozen=True)
+class DisplayRequest(Message):
+    """A receiver asks the display for a result; signed with the customer's certificate."""
+
+    kind: ClassVar[str] = "display-request"
+    customer: str
+    meter: str
+    period_id: str
+    sent_at: str
+
+
+BODY_TYPES: dict[str, type[Message]] = {
+    t.kind: t
+    for t in (
+        Transmission,
+        PeriodClose,
+        KeyRegistration,
+        VerificationReport,
+        TariffResult,
+        DisplayRequest,
+    )
+}
+
+
+@dataclass(frozen=True)
+class Envelope:
+    """``body`` bytes as signed by the holder of ``certificate`` (DER)."""
+
+    body: bytes
+    certificate: bytes
+    signature: bytes
+
+    def encode(self) -> bytes:
+        return msgpack.packb(
+            {"v": WIRE_VERSION, "body": self.body, "cert": self.certificate, "sig": self.signature},
+            use_bin_type=True,
+        )
+
+    @classmethod
+    def decode(cls, raw: bytes) -> Envelope:
+        data = _decode(raw, "envelope")
+        if not isinstance(data, dict):
+            raise Rejected("malformed-message", "envelope is not a map")
+        if data.get("v") != WIRE_VERSION:
+            raise Rejected("unsupported-version", f"wire version {data.get('v')!r}")
+        parts = [data.get(k) for k in ("body", "cert", "sig")]
+        if not all(isinstance(p, bytes) for p in parts):
+            raise Rejected("malformed-message", "envelope needs byte strings body, cert, sig")
+        body, cert, sig = parts
+        assert isinstance(body, bytes) and isinstance(cert, bytes) and isinstance(sig, bytes)
+        return cls(body, cert, sig)
+
+    def body_kind(self) -> str:
+        data = _decode(self.body, "body")
+        if not isinstance(data, dict) or not isinstance(data.get("kind"), str):
+            raise Rejected("malformed-message", "body has no kind")
+        kind = data["kind"]
+        assert isinstance(kind, str)
+        if kind not in BODY_TYPES:
+            raise Rejected("malformed-message", f"unknown body kind {kind!r}")
+        return kind

@@ -1,0 +1,87 @@
+"""A customer's receiver: holds the secret key, registers keys, pulls and checks results."""
+
+from __future__ import annotations
+
+import msgpack
+from cryptography import x509
+from nats.aio.client import Client
+
+from metrocloud.core.clock import BillingPeriod
+from metrocloud.core.messages import DisplayRequest, KeyRegistration, VerificationReport
+from metrocloud.fhe.context import CustomerKeyPair, serialize
+from metrocloud.field.gateway import now_iso, seal
+from metrocloud.pki import Identity
+from metrocloud.receiver.verify import Verdict, check_result
+
+FETCH_SUBJECT = "egress.display.fetch"
+
+
+class Receiver:
+    def __init__(
+        self, customer_id: str, identity: Identity, keys: CustomerKeyPair, anchor: x509.Certificate
+    ) -> None:
+        self.customer_id = customer_id
+        self.identity = identity
+        self.keys = keys
+        self.anchor = anchor
+
+    def registration(self) -> bytes:
+        return seal(
+            self.identity,
+            KeyRegistration(
+                customer=self.customer_id,
+                parameters=dict(self.keys.params.to_dict()),
+                key_tag=self.keys.key_tag,
+                context=serialize(self.keys.context),
+                public_key=serialize(self.keys.public_key),
+                rotation_keys=self.keys.rotation_keys_bytes(),
+                sent_at=now_iso(),
+            ),
+        )
+
+    def display_request(self, meter_id: str, period: BillingPeriod) -> bytes:
+        return seal(
+            self.identity,
+            DisplayRequest(
+                customer=self.customer_id,
+                meter=meter_id,
+                period_id=period.period_id,
+                sent_at=now_iso(),
+            ),
+        )
+
+    def report(self, verdict: Verdict) -> bytes:
+        return seal(
+            self.identity,
+            VerificationReport(
+                customer=self.customer_id,
+                meter=verdict.meter_id,
+                period_id=verdict.period_id,
+                verified=int(verdict.verified),
+                reason=verdict.reason,
+                sent_at=now_iso(),
+            ),
+        )
+
+    async def register(self, nc: Client) -> None:
+        await nc.jetstream().publish(f"ingress.keys.{self.customer_id}", self.registration())
+
+    async def fetch(self, nc: Client, meter_id: str, period: BillingPeriod) -> bytes | None:
+        """The signed result, or None while it is not there yet."""
+        answer = await nc.request(
+            FETCH_SUBJECT, self.display_request(meter_id, period), timeout=30.0
+        )
+        reply = msgpack.unpackb(answer.data)
+        if reply["status"] == "pending":
+            return None
+        if reply["status"] != "ok":
+            raise PermissionError(f"display refused: {reply['detail']}")
+        result = reply["result"]
+        assert isinstance(result, bytes)
+        return result
+
+    def check(self, result: bytes, meter_id: str, period: BillingPeriod) -> Verdict:
+        return check_result(result, self.keys, self.anchor, meter_id=meter_id, period=period)
+
+    async def send_report(self, nc: Client, verdict: Verdict) -> None:
+        await nc.jetstream().publish(f"ingress.report.{self.customer_id}", self.report(verdict))

@@ -1,0 +1,77 @@
+"""The receiver's check of a result: the integrity protocol's last step.
+
+A result is accepted only if ``legal``'s signature holds, ``dec(r) = dec(r')`` slot for
+slot, the registers are consistent (tariff + error = total), and the index sums equal those
+of exactly the readings of the billing period. Anything else is a verdict with a reason.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from cryptography import x509
+
+from metrocloud.core.clock import BillingPeriod
+from metrocloud.core.errors import Rejected
+from metrocloud.core.messages import Envelope, TariffResult
+from metrocloud.fhe.context import CustomerKeyPair, deserialize_ciphertext
+from metrocloud.pki import Role, verify_certificate, verify_signature
+from metrocloud.pki.validate import subject_common_name
+from metrocloud.tariffs import RegisterSet
+from metrocloud.tariffs.base import ResultLayout, expected_integrity_sums
+
+LEGAL_SERVICE = "legal"
+
+
+@dataclass(frozen=True)
+class Verdict:
+    meter_id: str
+    period_id: str
+    verified: bool
+    reason: str
+    registers: RegisterSet | None = None
+    result: TariffResult | None = None
+
+
+def check_result(
+    envelope_bytes: bytes,
+    keys: CustomerKeyPair,
+    trust_anchor: x509.Certificate,
+    *,
+    meter_id: str,
+    period: BillingPeriod,
+) -> Verdict:
+    def fail(reason: str, result: TariffResult | None = None) -> Verdict:
+        return Verdict(meter_id, period.period_id, False, reason, None, result)
+
+    try:
+        env = Envelope.decode(envelope_bytes)
+        cert = verify_certificate(env.certificate, trust_anchor, expected_role=Role.SERVICE)
+        if subject_common_name(cert) != LEGAL_SERVICE:
+            return fail(f"result signed by {subject_common_name(cert)}, not by legal")
+        verify_signature(cert, env.body, env.signature)
+        result = TariffResult.decode(env.body)
+    except Rejected as exc:
+        return fail(f"result not authentic: {exc}")
+    if (result.meter, result.period_id) != (meter_id, period.period_id):
+        return fail(f"result is for {result.meter} {result.period_id}", result)
+    layout = ResultLayout(result.registers, keys.params.row)
+    try:
+        r = deserialize_ciphertext(result.r, keys.params, keys.key_tag)
+        r_dup = deserialize_ciphertext(result.r_dup, keys.params, keys.key_tag)
+    except Rejected as exc:
+        return fail(f"result undecryptable: {exc}", result)
+    slots = keys.decrypt(r, keys.params.slots)
+    slots_dup = keys.decrypt(r_dup, keys.params.slots)
+    if slots != slots_dup:
+        differing = sum(a != b for a, b in zip(slots, slots_dup))
+        return fail(f"dec(r) != dec(r'): {differing} slots differ, result manipulated", result)
+    registers = layout.decode(slots)
+    if not registers.consistent:
+        return fail("tariff registers plus error register differ from the total", result)
+    expected = expected_integrity_sums(
+        meter_id, range(period.start, period.end), keys.params.plaintext_modulus
+    )
+    if (registers.index_sum, registers.fingerprint_sum) != expected:
+        return fail("index check failed: readings missing, duplicated or foreign", result)
+    return Verdict(meter_id, period.period_id, True, "verified", registers, result)

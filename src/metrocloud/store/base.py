@@ -1,0 +1,101 @@
+"""The storage interface of the cloud. SQLite by default; PostgreSQL can satisfy it later.
+
+Every write is idempotent on its natural key, so a message redelivered after a crash
+writes nothing new: ``insert_*`` methods return ``False`` when the row already existed.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True)
+class MeterRecord:
+    meter_id: str
+    gateway_id: str
+    customer_id: str
+    tariff: str
+    tariff_config: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class CustomerKeyRecord:
+    customer_id: str
+    key_tag: str
+    parameters: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Flag:
+    meter_id: str
+    period_id: str
+    reason: str
+    at: str
+
+
+class Store(ABC):
+    # -- provisioning (operator) ------------------------------------------------------
+    @abstractmethod
+    def register_gateway(self, gateway_id: str) -> None: ...
+    @abstractmethod
+    def gateway_known(self, gateway_id: str) -> bool: ...
+    @abstractmethod
+    def register_meter(self, meter: MeterRecord) -> None: ...
+    @abstractmethod
+    def meter(self, meter_id: str) -> MeterRecord | None: ...
+    @abstractmethod
+    def meters(self) -> list[MeterRecord]: ...
+
+    # -- ingress --------------------------------------------------------------------------
+    @abstractmethod
+    def set_customer_key(self, record: CustomerKeyRecord) -> None: ...
+    @abstractmethod
+    def customer_key(self, customer_id: str) -> CustomerKeyRecord | None: ...
+    @abstractmethod
+    def accepted_digest(self, meter_id: str, first_index: int) -> bytes | None: ...
+    @abstractmethod
+    def accept(self, meter_id: str, first_index: int, digest: bytes) -> bool: ...
+    @abstractmethod
+    def add_flag(self, flag: Flag) -> None: ...
+    @abstractmethod
+    def flags(self) -> list[Flag]: ...
+
+    # -- legal ----------------------------------------------------------------------------
+    @abstractmethod
+    def insert_partial(
+        self, meter_id: str, period_id: str, seq: int, partial: bytes, partial_dup: bytes
+    ) -> bool: ...
+    @abstractmethod
+    def has_partial(self, meter_id: str, period_id: str, seq: int) -> bool: ...
+    @abstractmethod
+    def partials(self, meter_id: str, period_id: str) -> list[tuple[int, bytes, bytes]]: ...
+    @abstractmethod
+    def drop_partials(self, meter_id: str, period_id: str) -> None: ...
+    @abstractmethod
+    def result_computed(self, meter_id: str, period_id: str) -> bool: ...
+    @abstractmethod
+    def mark_result_computed(self, meter_id: str, period_id: str, digest: bytes) -> bool: ...
+
+    # -- storage (long term) --------------------------------------------------------------
+    @abstractmethod
+    def insert_key_registration(self, customer_id: str, key_tag: str, envelope: bytes) -> bool: ...
+    @abstractmethod
+    def key_registration(self, customer_id: str) -> bytes | None: ...
+    @abstractmethod
+    def insert_reading(
+        self, meter_id: str, period_id: str, seq: int, first_index: int, envelope: bytes
+    ) -> bool: ...
+    @abstractmethod
+    def readings(self, meter_id: str, period_id: str) -> list[bytes]: ...
+    @abstractmethod
+    def insert_result(self, meter_id: str, period_id: str, envelope: bytes) -> bool: ...
+    @abstractmethod
+    def result(self, meter_id: str, period_id: str) -> bytes | None: ...
+    @abstractmethod
+    def replace_result(self, meter_id: str, period_id: str, envelope: bytes) -> None:
+        """Overwrite a stored result: only the test controller's tamper scenarios use it."""
+
+    @abstractmethod
+    def close(self) -> None: ...

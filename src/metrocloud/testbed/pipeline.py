@@ -1,0 +1,196 @@
+"""The testbed's pipeline: meters, a gateway and receivers driven against a running cloud.
+
+Used by ``metrocloud demo`` and by the scenario tests: provision the operator's records,
+let every customer generate and register keys, send a billing period of readings through
+ingress, close it, pull every result through the display and verify it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+
+from nats.aio.client import Client
+
+from metrocloud.bus.connect import connect
+from metrocloud.cloud.cluster import Cluster
+from metrocloud.core.clock import READINGS_PER_DAY, BillingPeriod
+from metrocloud.fhe.context import CustomerKeyPair, Encryptor
+from metrocloud.fhe.packing import SlotLayout
+from metrocloud.fhe.params import DEFAULT_PARAMETERS, FheParameters
+from metrocloud.field.gateway import Gateway
+from metrocloud.field.meter import Meter, MeterConfig
+from metrocloud.pki import IdentityStore, Role
+from metrocloud.receiver.customer import Receiver
+from metrocloud.receiver.verify import Verdict
+from metrocloud.store import MeterRecord
+from metrocloud.tariffs import RegisterSet, TariffProgram, load_program
+
+DEFAULT_TARIFF_CONFIG: dict[str, dict[str, Any]] = {"taf1": {"price_mct_per_kwh": 32_000}}
+
+
+@dataclass(frozen=True)
+class PipelineConfig:
+    meters: int = 5
+    days: int = 30
+    tariff: str = "taf1"
+    tariff_config: dict[str, Any] = field(default_factory=dict)
+    seed: int = 2026
+    first_day: datetime = datetime(2026, 1, 1, tzinfo=timezone.utc)
+    error_probability: float = 0.002
+    params: FheParameters = DEFAULT_PARAMETERS
+
+    def __post_init__(self) -> None:
+        if self.meters < 1:
+            raise ValueError("--meters must be at least 1")
+        if not 1 <= self.days <= 31:
+            raise ValueError("--days must be between 1 and 31 (one billing month at most)")
+
+    @property
+    def period(self) -> BillingPeriod:
+        return BillingPeriod.days(self.first_day, self.days)
+
+    def program(self) -> TariffProgram:
+        config = self.tariff_config or DEFAULT_TARIFF_CONFIG.get(self.tariff, {})
+        return load_program(self.tariff, self.params, config)
+
+
+@dataclass(frozen=True)
+class MeterOutcome:
+    meter_id: str
+    customer_id: str
+    reference: RegisterSet
+    verdict: Verdict
+
+    @property
+    def bill_matches(self) -> bool:
+        return self.verdict.registers == self.reference
+
+    @property
+    def ok(self) -> bool:
+        return self.verdict.verified and self.bill_matches
+
+
+@dataclass
+class Pipeline:
+    cluster: Cluster
+    config: PipelineConfig
+    gateway_id: str = "gw-0001"
+    bytes_sent: int = 0
+    messages_sent: int = 0
+    receivers: dict[str, Receiver] = field(default_factory=dict)
+    owner: dict[str, str] = field(default_factory=dict)  # meter -> customer
+    gateway: Gateway | None = None
+    program: TariffProgram | None = None
+
+    @property
+    def meter_ids(self) -> list[str]:
+        return list(self.owner)
+
+    def provision(self) -> None:
+        """What the operator and the PKI do before the first reading: records and certificates."""
+        cfg = self.config
+        program = self.program = cfg.program()
+        ids = IdentityStore(self.cluster.data.pki)
+        store = self.cluster.data.open_store()
+        layout = SlotLayout.for_intervals(cfg.params, READINGS_PER_DAY)
+        gateway = self.gateway = Gateway(self.gateway_id, ids.identity(self.gateway_id, Role.GATEWAY))
+        try:
+            store.register_gateway(self.gateway_id)
+            for n in range(1, cfg.meters + 1):
+                meter_id, customer_id = f"m-{n:04d}", f"c-{n:04d}"
+                store.register_meter(
+                    MeterRecord(meter_id, self.gateway_id, customer_id, program.name, program.config)
+                )
+                keys = CustomerKeyPair.generate(cfg.params, program.rotation_steps(layout))
+                receiver = Receiver(
+                    customer_id, ids.identity(customer_id, Role.RECEIVER), keys, ids.trust_anchor
+                )
+                self.receivers[customer_id] = receiver
+                self.owner[meter_id] = customer_id
+                meter = Meter(
+                    MeterConfig(
+                        meter_id,
+                        seed=cfg.seed + n,
+                        error_probability=cfg.error_probability,
+                        profile="commercial" if n % 4 == 0 else "household",
+                    )
+                )
+                gateway.attach(meter, customer_id, Encryptor(cfg.params, keys.context, keys.public_key))
+        finally:
+            store.close()
+
+    async def connect(self, role: str) -> Client:
+        server = self.cluster.server
+        return await connect(server.url, server.credentials(role), name=f"testbed-{role}", role=role)
+
+    async def register_keys(self) -> None:
+        nc = await self.connect("receiver")
+        try:
+            for receiver in self.receivers.values():
+                await receiver.register(nc)
+        finally:
+            await nc.drain()
+
+    async def send(
+        self, messages: list[bytes], progress: Callable[[int], None] | None = None
+    ) -> None:
+        assert self.gateway is not None
+        nc = await self.connect("gateway")
+        js = nc.jetstream(timeout=30.0)
+        try:
+            for raw in messages:
+                await js.publish(self.gateway.subject, raw)
+                self.bytes_sent += len(raw)
+                self.messages_sent += 1
+                if progress:
+                    progress(1)
+        finally:
+            await nc.drain()
+
+    def uploads(self, meter_id: str) -> list[bytes]:
+        assert self.gateway is not None
+        return list(self.gateway.uploads(meter_id, self.config.period))
+
+    def reference(self, meter_id: str) -> RegisterSet:
+        assert self.gateway is not None and self.program is not None
+        period = self.config.period
+        intervals = self.gateway.intervals(meter_id, period.start, period.intervals)
+        return self.program.reference(meter_id, intervals)
+
+    async def collect(
+        self, timeout_s: float = 120.0, progress: Callable[[int], None] | None = None
+    ) -> list[MeterOutcome]:
+        """Pull every meter's result through the display, verify it, report the verdict."""
+        nc = await self.connect("receiver")
+        period = self.config.period
+        outcomes: dict[str, MeterOutcome] = {}
+        deadline = time.monotonic() + timeout_s
+        try:
+            while len(outcomes) < len(self.owner):
+                for meter_id, customer_id in self.owner.items():
+                    if meter_id in outcomes:
+                        continue
+                    receiver = self.receivers[customer_id]
+                    result = await receiver.fetch(nc, meter_id, period)
+                    if result is None:
+                        continue
+                    verdict = receiver.check(result, meter_id, period)
+                    await receiver.send_report(nc, verdict)
+                    outcomes[meter_id] = MeterOutcome(
+                        meter_id, customer_id, self.reference(meter_id), verdict
+                    )
+                    if progress:
+                        progress(1)
+                if len(outcomes) < len(self.owner):
+                    if time.monotonic() > deadline:
+                        missing = sorted(set(self.owner) - set(outcomes))
+                        raise TimeoutError(f"no result for {', '.join(missing)}")
+                    await asyncio.sleep(0.2)
+        finally:
+            await nc.drain()
+        return [outcomes[m] for m in self.owner]
