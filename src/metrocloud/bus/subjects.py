@@ -46,7 +46,9 @@ class ConsumerSpec:
     stream: str
     durable: str
     filter_subject: str
-    ack_wait_s: float = 60.0
+    # A message fetched by a service that then dies is redelivered after ack_wait: this is
+    # the recovery time after a crash. Long work calls ``msg.in_progress()`` to extend it.
+    ack_wait_s: float = 15.0
     max_deliver: int = -1
 
 
@@ -63,7 +65,7 @@ STREAMS: tuple[StreamSpec, ...] = (
 
 CONSUMERS: tuple[ConsumerSpec, ...] = (
     ConsumerSpec("INGRESS", "communication", "ingress.>"),
-    ConsumerSpec("LEGAL", "legal", "legal.in.>", ack_wait_s=120.0),
+    ConsumerSpec("LEGAL", "legal", "legal.in.>"),
     ConsumerSpec("LEGAL", "storage-readings", "legal.in.reading.>"),
     ConsumerSpec("LEGAL", "storage-keys", "legal.keys.>"),
     ConsumerSpec("LEGAL", "storage-results", "legal.results.>"),

@@ -13,6 +13,7 @@ from datetime import datetime, timedelta, timezone
 
 from nats.aio.msg import Msg
 
+from metrocloud.cloud.runtime import Service, delivered_before
 from metrocloud.core.errors import Rejected
 from metrocloud.core.events import EventKind
 from metrocloud.core.messages import (
@@ -27,7 +28,6 @@ from metrocloud.fhe.params import FheParameters
 from metrocloud.pki import Role, verify_certificate, verify_signature
 from metrocloud.pki.validate import subject_common_name
 from metrocloud.store import CustomerKeyRecord, Flag
-from metrocloud.cloud.runtime import Service, delivered_before
 
 MAX_UPLOAD_BYTES = 4 * 1024 * 1024
 MAX_REGISTRATION_BYTES = 24 * 1024 * 1024
@@ -202,9 +202,7 @@ class Communication(Service):
         if rep.customer != customer or meter is None or meter.customer_id != customer:
             raise Rejected("customer-mismatch", f"{customer} cannot report on {rep.meter}")
         if rep.verified:
-            await self.log(
-                EventKind.VERIFICATION_SUCCESS, rep.meter, {"period": rep.period_id}
-            )
+            await self.log(EventKind.VERIFICATION_SUCCESS, rep.meter, {"period": rep.period_id})
             return
         self.store.add_flag(Flag(rep.meter, rep.period_id, rep.reason, rep.sent_at))
         await self.log(

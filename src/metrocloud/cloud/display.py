@@ -38,7 +38,9 @@ class Display(Service):
         try:
             answer = await self.fetch(msg.data)
         except Rejected as exc:
-            await self.log(EventKind.REJECTION, "display", {"reason": exc.reason, "detail": exc.detail})
+            await self.log(
+                EventKind.REJECTION, "display", {"reason": exc.reason, "detail": exc.detail}
+            )
             answer = reply("refused", str(exc))
         await msg.respond(answer)
 

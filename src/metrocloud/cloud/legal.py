@@ -18,7 +18,13 @@ from nats.aio.msg import Msg
 from metrocloud.cloud.runtime import Service
 from metrocloud.core.errors import Rejected
 from metrocloud.core.events import EventKind
-from metrocloud.core.messages import Envelope, KeyRegistration, PeriodClose, TariffResult, Transmission
+from metrocloud.core.messages import (
+    Envelope,
+    KeyRegistration,
+    PeriodClose,
+    TariffResult,
+    Transmission,
+)
 from metrocloud.fhe.context import (
     Ciphertext,
     deserialize_ciphertext,
@@ -113,6 +119,7 @@ class Legal(Service):
         layout = SlotLayout(keys.params, tx.block)
         ev = keys.evaluator
         partial = program.evaluate(ev, keys.load(tx.c), layout)
+        await msg.in_progress()
         partial_dup = program.evaluate(ev, keys.load(tx.c_dup), layout)
         self.store.insert_partial(
             tx.meter, tx.period_id, tx.seq, serialize(partial), serialize(partial_dup)
@@ -138,6 +145,7 @@ class Legal(Service):
         layout = SlotLayout(keys.params, close.block)
         ev = keys.evaluator
         r = program.read_out(ev, [keys.load(p) for _, p, _ in partials], layout)
+        await msg.in_progress()
         r_dup = program.read_out(ev, [keys.load(p) for _, _, p in partials], layout)
         r_bytes, r_dup_bytes = serialize(r), serialize(r_dup)
         if self._flip_r_of == close.meter:

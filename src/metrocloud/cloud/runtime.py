@@ -103,7 +103,7 @@ class Service(ABC):
 
     async def close(self) -> None:
         if self.nc is not None:
-            await self.nc.drain()
+            await self.nc.close()
         self.store.close()
 
     async def log(

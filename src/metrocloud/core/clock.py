@@ -18,10 +18,10 @@ def reading_index(at: datetime) -> int:
     """Index of the quarter hour that ends at ``at`` (which must lie on a quarter hour)."""
     if at.tzinfo is None:
         raise ValueError("reading times must be timezone-aware (UTC)")
-    seconds = int((at - EPOCH).total_seconds())
-    if seconds % INTERVAL_S:
+    delta = at - EPOCH  # exact timedelta arithmetic: sub-second offsets count as off-boundary
+    if delta % INTERVAL:
         raise ValueError(f"{at.isoformat()} is not on a quarter-hour boundary")
-    return seconds // INTERVAL_S
+    return delta // INTERVAL
 
 
 def index_time(index: int) -> datetime:

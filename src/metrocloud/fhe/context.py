@@ -65,18 +65,22 @@ def deserialize_ciphertext(data: bytes, params: FheParameters, key_tag: str) -> 
     """
     try:
         ct = ofhe.DeserializeCiphertextString(data, ofhe.BINARY)
-    except RuntimeError as exc:
+    except (RuntimeError, ValueError, MemoryError) as exc:  # C++ errors as pybind11 maps them
         raise Rejected("malformed-ciphertext", f"cannot parse ciphertext: {exc}") from None
-    cc = ct.GetCryptoContext()
+    cc = None if ct is None else ct.GetCryptoContext()
+    if cc is None:  # OpenFHE returns None for some inputs (e.g. all zero bytes) instead of raising
+        raise Rejected("malformed-ciphertext", "cannot parse ciphertext: no ciphertext in the data")
     if (
         cc.GetRingDimension() != params.ring_dimension
         or cc.GetPlaintextModulus() != params.plaintext_modulus
+        or cc.GetMultiplicativeDepth() != params.multiplicative_depth
     ):
         raise Rejected(
             "wrong-crypto-context",
-            f"ciphertext has N={cc.GetRingDimension()}, t={cc.GetPlaintextModulus()}; "
-            f"expected {params.parameters_id} (N={params.ring_dimension}, "
-            f"t={params.plaintext_modulus})",
+            f"ciphertext has N={cc.GetRingDimension()}, t={cc.GetPlaintextModulus()}, "
+            f"depth={cc.GetMultiplicativeDepth()}; expected {params.parameters_id} "
+            f"(N={params.ring_dimension}, t={params.plaintext_modulus}, "
+            f"depth={params.multiplicative_depth})",
         )
     if ct.GetKeyTag() != key_tag:
         raise Rejected(

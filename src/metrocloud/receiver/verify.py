@@ -64,7 +64,7 @@ def check_result(
     slots = keys.decrypt(r, keys.params.slots)
     slots_dup = keys.decrypt(r_dup, keys.params.slots)
     if slots != slots_dup:
-        differing = sum(a != b for a, b in zip(slots, slots_dup))
+        differing = sum(a != b for a, b in zip(slots, slots_dup, strict=True))
         return fail(f"dec(r) != dec(r'): {differing} slots differ, result manipulated", result)
     registers = layout.decode(slots)
     if not registers.consistent:

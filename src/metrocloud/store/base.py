@@ -94,8 +94,4 @@ class Store(ABC):
     @abstractmethod
     def result(self, meter_id: str, period_id: str) -> bytes | None: ...
     @abstractmethod
-    def replace_result(self, meter_id: str, period_id: str, envelope: bytes) -> None:
-        """Overwrite a stored result: only the test controller's tamper scenarios use it."""
-
-    @abstractmethod
     def close(self) -> None: ...

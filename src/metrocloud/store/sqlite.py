@@ -7,6 +7,7 @@ import sqlite3
 import threading
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
 
 from metrocloud.store.base import CustomerKeyRecord, Flag, MeterRecord, Store
 
@@ -68,12 +69,12 @@ class SQLiteStore(Store):
             cur = self._db.execute(sql, args)
             return cur.rowcount > 0
 
-    def _one(self, sql: str, args: tuple[object, ...]) -> tuple[object, ...] | None:
+    def _one(self, sql: str, args: tuple[object, ...]) -> tuple[Any, ...] | None:
         with self._lock:
             row = self._db.execute(sql, args).fetchone()
         return None if row is None else tuple(row)
 
-    def _all(self, sql: str, args: tuple[object, ...] = ()) -> list[tuple[object, ...]]:
+    def _all(self, sql: str, args: tuple[object, ...] = ()) -> list[tuple[Any, ...]]:
         with self._lock:
             return [tuple(r) for r in self._db.execute(sql, args).fetchall()]
 
@@ -100,8 +101,10 @@ class SQLiteStore(Store):
         )
 
     @staticmethod
-    def _meter(row: tuple[object, ...]) -> MeterRecord:
-        return MeterRecord(str(row[0]), str(row[1]), str(row[2]), str(row[3]), json.loads(str(row[4])))
+    def _meter(row: tuple[Any, ...]) -> MeterRecord:
+        return MeterRecord(
+            str(row[0]), str(row[1]), str(row[2]), str(row[3]), json.loads(str(row[4]))
+        )
 
     def meter(self, meter_id: str) -> MeterRecord | None:
         row = self._one("SELECT * FROM meters WHERE meter_id=?", (meter_id,))
@@ -128,7 +131,7 @@ class SQLiteStore(Store):
             "SELECT digest FROM ingress_accepted WHERE meter_id=? AND first_index=?",
             (meter_id, first_index),
         )
-        return None if row is None else bytes(row[0])  # type: ignore[arg-type]
+        return None if row is None else bytes(row[0])
 
     def accept(self, meter_id: str, first_index: int, digest: bytes) -> bool:
         return self._write(
@@ -169,7 +172,7 @@ class SQLiteStore(Store):
             "WHERE meter_id=? AND period_id=? ORDER BY seq",
             (meter_id, period_id),
         )
-        return [(int(str(r[0])), bytes(r[1]), bytes(r[2])) for r in rows]  # type: ignore[call-overload]
+        return [(int(str(r[0])), bytes(r[1]), bytes(r[2])) for r in rows]
 
     def drop_partials(self, meter_id: str, period_id: str) -> None:
         self._write(
@@ -203,7 +206,7 @@ class SQLiteStore(Store):
             "ORDER BY stored_at DESC LIMIT 1",
             (customer_id,),
         )
-        return None if row is None else bytes(row[0])  # type: ignore[arg-type]
+        return None if row is None else bytes(row[0])
 
     def insert_reading(
         self, meter_id: str, period_id: str, seq: int, first_index: int, envelope: bytes
@@ -218,7 +221,7 @@ class SQLiteStore(Store):
             "SELECT envelope FROM readings WHERE meter_id=? AND period_id=? ORDER BY first_index",
             (meter_id, period_id),
         )
-        return [bytes(r[0]) for r in rows]  # type: ignore[arg-type]
+        return [bytes(r[0]) for r in rows]
 
     def insert_result(self, meter_id: str, period_id: str, envelope: bytes) -> bool:
         return self._write(
@@ -230,13 +233,7 @@ class SQLiteStore(Store):
         row = self._one(
             "SELECT envelope FROM results WHERE meter_id=? AND period_id=?", (meter_id, period_id)
         )
-        return None if row is None else bytes(row[0])  # type: ignore[arg-type]
-
-    def replace_result(self, meter_id: str, period_id: str, envelope: bytes) -> None:
-        self._write(
-            "UPDATE results SET envelope=? WHERE meter_id=? AND period_id=?",
-            (envelope, meter_id, period_id),
-        )
+        return None if row is None else bytes(row[0])
 
     def close(self) -> None:
         with self._lock:

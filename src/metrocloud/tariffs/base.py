@@ -55,9 +55,7 @@ class RegisterSet:
         return self.bill_microcent / MICROCENT_PER_EURO
 
 
-def expected_integrity_sums(
-    meter_id: str, indices: Sequence[int], modulus: int
-) -> tuple[int, int]:
+def expected_integrity_sums(meter_id: str, indices: Sequence[int], modulus: int) -> tuple[int, int]:
     """What the index blocks of a correct result must hold for these reading indices."""
     return (
         sum(indices) % modulus,

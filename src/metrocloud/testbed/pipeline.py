@@ -98,13 +98,17 @@ class Pipeline:
         ids = IdentityStore(self.cluster.data.pki)
         store = self.cluster.data.open_store()
         layout = SlotLayout.for_intervals(cfg.params, READINGS_PER_DAY)
-        gateway = self.gateway = Gateway(self.gateway_id, ids.identity(self.gateway_id, Role.GATEWAY))
+        gateway = self.gateway = Gateway(
+            self.gateway_id, ids.identity(self.gateway_id, Role.GATEWAY)
+        )
         try:
             store.register_gateway(self.gateway_id)
             for n in range(1, cfg.meters + 1):
                 meter_id, customer_id = f"m-{n:04d}", f"c-{n:04d}"
                 store.register_meter(
-                    MeterRecord(meter_id, self.gateway_id, customer_id, program.name, program.config)
+                    MeterRecord(
+                        meter_id, self.gateway_id, customer_id, program.name, program.config
+                    )
                 )
                 keys = CustomerKeyPair.generate(cfg.params, program.rotation_steps(layout))
                 receiver = Receiver(
@@ -120,13 +124,17 @@ class Pipeline:
                         profile="commercial" if n % 4 == 0 else "household",
                     )
                 )
-                gateway.attach(meter, customer_id, Encryptor(cfg.params, keys.context, keys.public_key))
+                gateway.attach(
+                    meter, customer_id, Encryptor(cfg.params, keys.context, keys.public_key)
+                )
         finally:
             store.close()
 
     async def connect(self, role: str) -> Client:
         server = self.cluster.server
-        return await connect(server.url, server.credentials(role), name=f"testbed-{role}", role=role)
+        return await connect(
+            server.url, server.credentials(role), name=f"testbed-{role}", role=role
+        )
 
     async def register_keys(self) -> None:
         nc = await self.connect("receiver")

@@ -1,0 +1,250 @@
+"""Ingress refuses every bad upload with a clear reason in the logbook and loses nothing.
+
+One cluster for the whole module: two meters × two days. The first good transmission
+(m-0001, day 0) is accepted first; then every bad message below is published on the
+gateway's subject; then the rest of the good uploads. Each bad message must be refused at
+ingress with its own reason code (matched to it through its JetStream sequence number), and
+both bills must still verify and equal the plaintext reference.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from metrocloud.cloud.cluster import Cluster
+from metrocloud.cloud.communication import MAX_UPLOAD_BYTES
+from metrocloud.core.clock import READINGS_PER_DAY
+from metrocloud.core.events import EventKind
+from metrocloud.core.messages import Envelope, Transmission
+from metrocloud.fhe.context import CustomerKeyPair, Encryptor
+from metrocloud.fhe.params import DEFAULT_PARAMETERS, FheParameters
+from metrocloud.field.gateway import Gateway, seal
+from metrocloud.logbook import HashChainLogbook, LogEntry
+from metrocloud.pki import CertificateAuthority, Identity, IdentityStore, Role, generate_private_key
+from metrocloud.testbed.observe import flags, logbook_entries, wait_for
+from metrocloud.testbed.pipeline import MeterOutcome, Pipeline, PipelineConfig
+
+# label -> the reason code ingress must log for that message
+EXPECTED: dict[str, str] = {
+    "flipped-signature-byte": "bad-signature",
+    "body-changed-after-signing": "bad-signature",
+    "unknown-gateway": "unknown-gateway",
+    "other-ca-same-name": "bad-certificate-signature",
+    "other-ca-other-name": "untrusted-issuer",
+    "wrong-role": "wrong-role",
+    "replayed-verbatim": "replayed-index",
+    "replayed-fresh-encryption": "replayed-index",
+    "truncated-envelope": "malformed-message",
+    "garbage-bytes": "malformed-message",
+    "oversized-message": "oversized-message",
+    "other-customer-key": "wrong-crypto-context",
+    "other-depth-parameters": "wrong-crypto-context",
+    "other-ring-dimension": "wrong-crypto-context",
+    "names-other-parameters": "wrong-crypto-context",
+    "identical-c-and-c-dup": "integrity-protocol",
+}
+
+
+@dataclass(frozen=True)
+class BadMessage:
+    label: str
+    raw: bytes
+    seq: int  # stream sequence of the INGRESS stream, from the publish ack
+
+
+@dataclass(frozen=True)
+class Scenario:
+    cluster: Cluster
+    pipeline: Pipeline
+    bad: dict[str, BadMessage]
+    rejections: dict[str, LogEntry]  # event_id -> entry
+    outcomes: list[MeterOutcome]
+
+
+def _reencrypted(tx: Transmission, params: FheParameters) -> Transmission:
+    """``tx`` with c and c' (distinct) encrypted under a fresh key pair of ``params``."""
+    keys = CustomerKeyPair.generate(params, ())
+    enc = Encryptor(params, keys.context, keys.public_key)
+    return dataclasses.replace(tx, c=enc.encrypt([1, 2, 3]), c_dup=enc.encrypt([1, 2, 3]))
+
+
+def _flip(data: bytes, at: int) -> bytes:
+    return data[:at] + bytes([data[at] ^ 0x01]) + data[at + 1 :]
+
+
+def build_bad_messages(
+    pipeline: Pipeline, accepted: bytes, other_pki: Path
+) -> dict[str, bytes]:
+    """Every bad message by label. None carries readings that are accepted later on, except
+    the two replays, so one wrongly let through would also break a bill or a later upload."""
+    gateway = pipeline.gateway
+    assert isinstance(gateway, Gateway)
+    period = pipeline.config.period
+    ident = gateway.identity
+
+    def tx(meter: str, seq: int) -> Transmission:
+        return gateway.transmission(meter, period, seq)
+
+    ids = IdentityStore(pipeline.cluster.data.pki)
+    stranger = ids.identity("gw-9999", Role.GATEWAY)  # valid certificate, not registered
+    same_name_ca = IdentityStore(other_pki / "same-name").identity("gw-0001", Role.GATEWAY)
+    rogue_ca = CertificateAuthority.create(other_pki / "rogue", common_name="rogue root CA")
+    rogue_key = generate_private_key()
+    rogue = Identity(
+        "gw-0001",
+        Role.GATEWAY,
+        rogue_key,
+        rogue_ca.issue("gw-0001", Role.GATEWAY, rogue_key.public_key()),
+    )
+    receiver = pipeline.receivers["c-0001"].identity
+
+    good = Envelope.decode(seal(ident, tx("m-0001", 1)))
+    other = Envelope.decode(seal(ident, tx("m-0002", 0)))
+    sealed_valid = seal(ident, tx("m-0002", 1))
+    padded = tx("m-0002", 1)
+    padded = dataclasses.replace(padded, c_dup=padded.c_dup + bytes(MAX_UPLOAD_BYTES))
+    alien_params = FheParameters(ring_dimension=16384)
+    return {
+        "flipped-signature-byte": Envelope(
+            good.body, good.certificate, _flip(good.signature, len(good.signature) - 1)
+        ).encode(),
+        "body-changed-after-signing": Envelope(
+            _flip(other.body, len(other.body) // 2), other.certificate, other.signature
+        ).encode(),
+        "unknown-gateway": seal(stranger, dataclasses.replace(tx("m-0001", 1), gateway="gw-9999")),
+        "other-ca-same-name": seal(same_name_ca, tx("m-0001", 1)),
+        "other-ca-other-name": seal(rogue, tx("m-0001", 1)),
+        "wrong-role": seal(receiver, tx("m-0001", 1)),
+        "replayed-verbatim": accepted,
+        "replayed-fresh-encryption": seal(ident, tx("m-0001", 0)),
+        "truncated-envelope": sealed_valid[: len(sealed_valid) // 2],
+        "garbage-bytes": b"\xc1 this is not msgpack \x00\xff",
+        "oversized-message": seal(ident, padded),
+        "other-customer-key": seal(ident, _reencrypted(tx("m-0002", 0), DEFAULT_PARAMETERS)),
+        "other-depth-parameters": seal(
+            ident, _reencrypted(tx("m-0002", 0), FheParameters(multiplicative_depth=1))
+        ),
+        "other-ring-dimension": seal(ident, _reencrypted(tx("m-0002", 1), alien_params)),
+        "names-other-parameters": seal(
+            ident, dataclasses.replace(tx("m-0002", 1), parameters_id=alien_params.parameters_id)
+        ),
+        "identical-c-and-c-dup": seal(
+            ident, dataclasses.replace(tx("m-0002", 1), c_dup=tx("m-0002", 1).c)
+        ),
+    }
+
+
+async def publish(pipeline: Pipeline, messages: dict[str, bytes]) -> dict[str, BadMessage]:
+    """Publish as the gateway user on the gateway's own subject; keep each stream sequence."""
+    assert pipeline.gateway is not None
+    nc = await pipeline.connect("gateway")
+    js = nc.jetstream(timeout=30.0)
+    out = {}
+    try:
+        for label, raw in messages.items():
+            ack = await js.publish(pipeline.gateway.subject, raw)
+            out[label] = BadMessage(label, raw, ack.seq)
+    finally:
+        await nc.drain()
+    return out
+
+
+def rejection_entries(cluster: Cluster) -> dict[str, LogEntry]:
+    return {e.event.event_id: e for e in logbook_entries(cluster.data, EventKind.REJECTION)}
+
+
+def arrived(cluster: Cluster, meter: str, first_index: int) -> bool:
+    return any(
+        e.event.subject == meter and e.event.detail.get("first_index") == first_index
+        for e in logbook_entries(cluster.data, EventKind.ARRIVAL)
+    )
+
+
+@pytest.fixture(scope="module")
+def scenario(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Scenario]:
+    root = tmp_path_factory.mktemp("ingress")
+    cluster = Cluster(root / "data")
+    cluster.start()
+    try:
+        pipeline = Pipeline(cluster, PipelineConfig(meters=2, days=2))
+        pipeline.provision()
+        uploads = {m: pipeline.uploads(m) for m in pipeline.meter_ids}
+        first, *rest_of_first = uploads["m-0001"]
+        rest = rest_of_first + uploads["m-0002"]
+
+        asyncio.run(pipeline.register_keys())
+        asyncio.run(pipeline.send([first]))
+        wait_for(lambda: arrived(cluster, "m-0001", pipeline.config.period.start), 30)
+
+        messages = build_bad_messages(pipeline, first, root / "other-pki")
+        assert set(messages) == set(EXPECTED)
+        bad = asyncio.run(publish(pipeline, messages))
+        wait_for(lambda: len(rejection_entries(cluster)) >= len(bad), 30)
+
+        asyncio.run(pipeline.send(rest))
+        outcomes = asyncio.run(pipeline.collect(timeout_s=90))
+        # the receivers' reports pass through ingress last: once both are logged, ingress has
+        # handled every message of this scenario
+        wait_for(
+            lambda: len(logbook_entries(cluster.data, EventKind.VERIFICATION_SUCCESS)) == 2, 30
+        )
+        yield Scenario(cluster, pipeline, bad, rejection_entries(cluster), outcomes)
+    finally:
+        cluster.stop()
+
+
+@pytest.mark.parametrize("label", list(EXPECTED))
+def test_bad_message_is_refused_at_ingress_with_its_reason(
+    scenario: Scenario, label: str
+) -> None:
+    msg = scenario.bad[label]
+    entry = scenario.rejections.get(f"reject-{msg.seq}")
+    assert entry is not None, f"no rejection logged for {label} (stream seq {msg.seq})"
+    detail = entry.event.detail
+    assert detail["reason"] == EXPECTED[label], detail
+    assert isinstance(detail["detail"], str) and detail["detail"], detail
+    assert detail["bytes"] == len(msg.raw)
+    assert detail["subject"] == "ingress.upload.gw-0001"
+    assert entry.event.actor == "communication"
+
+
+def test_exactly_one_rejection_per_bad_message(scenario: Scenario) -> None:
+    reasons = Counter(str(e.event.detail["reason"]) for e in scenario.rejections.values())
+    assert reasons == Counter(EXPECTED.values())
+    assert set(scenario.rejections) == {f"reject-{m.seq}" for m in scenario.bad.values()}
+
+
+def test_nothing_already_accepted_is_lost(scenario: Scenario) -> None:
+    outcomes = scenario.outcomes
+    assert [o.meter_id for o in outcomes] == ["m-0001", "m-0002"]
+    for o in outcomes:
+        assert o.verdict.verified, o.verdict.reason
+        assert o.verdict.registers == o.reference
+        assert o.reference.total_register_wh > 0
+    assert flags(scenario.cluster.data) == []
+    # two days and one period closing per meter, each once, nothing of the bad messages
+    period = scenario.pipeline.config.period
+    day = [first for first, _ in period.chunks(READINGS_PER_DAY)]
+    arrivals = sorted(
+        (e.event.subject, str(e.event.detail["what"]), e.event.detail.get("first_index", -1))
+        for e in logbook_entries(scenario.cluster.data, EventKind.ARRIVAL)
+    )
+    assert arrivals == sorted(
+        [(m, "transmission", first) for m in ("m-0001", "m-0002") for first in day]
+        + [(m, "period-close", -1) for m in ("m-0001", "m-0002")]
+    )
+
+
+def test_logbook_chain_still_verifies(scenario: Scenario) -> None:
+    book = HashChainLogbook(Path(scenario.cluster.data.logbook))
+    try:
+        assert book.verify().ok
+    finally:
+        book.close()

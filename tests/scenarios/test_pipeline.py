@@ -1,0 +1,76 @@
+"""A billing period end to end: every bill verified, every step in the logbook."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+from metrocloud.cloud.cluster import Cluster
+from metrocloud.core.events import EventKind
+from metrocloud.logbook import HashChainLogbook
+from metrocloud.testbed.observe import flags, logbook_entries, wait_for
+from metrocloud.testbed.pipeline import Pipeline, PipelineConfig
+
+
+def run(pipeline: Pipeline) -> list:  # type: ignore[type-arg]
+    async def go() -> list:  # type: ignore[type-arg]
+        await pipeline.register_keys()
+        await pipeline.send([m for meter in pipeline.meter_ids for m in pipeline.uploads(meter)])
+        return await pipeline.collect(timeout_s=90)
+
+    return asyncio.run(go())
+
+
+def test_every_bill_verifies_and_equals_the_reference(cluster: Cluster) -> None:
+    pipeline = Pipeline(cluster, PipelineConfig(meters=3, days=2, error_probability=0.05))
+    pipeline.provision()
+    outcomes = run(pipeline)
+    assert [o.meter_id for o in outcomes] == ["m-0001", "m-0002", "m-0003"]
+    for o in outcomes:
+        assert o.verdict.verified, o.verdict.reason
+        assert o.verdict.registers == o.reference
+        assert o.reference.total_register_wh > 0
+    # with 5 % erroneous readings some energy lands in the error register
+    assert any(o.reference.error_register_wh > 0 for o in outcomes)
+    assert flags(cluster.data) == []
+
+    def logged() -> bool:
+        kinds = [e.event.kind for e in logbook_entries(cluster.data)]
+        return kinds.count(EventKind.VERIFICATION_SUCCESS) == 3
+
+    wait_for(logged)
+    entries = logbook_entries(cluster.data)
+    arrivals = [e for e in entries if e.event.kind is EventKind.ARRIVAL]
+    assert len(arrivals) == 3 * (2 + 1)  # two days and one period closing per meter
+    steps = [e.event.detail.get("step") for e in entries if e.event.kind is EventKind.PROCESSING]
+    assert steps.count("evaluate") == 3 * 2 * 1 and steps.count("read-out") == 3
+    book = HashChainLogbook(Path(cluster.data.logbook))
+    try:
+        assert book.verify().ok
+    finally:
+        book.close()
+
+
+def test_tampered_result_is_rejected_by_the_receiver_and_logged(tmp_path: Path) -> None:
+    """An attacker in legal flips bytes of r only: the receiver refuses, the rest verify."""
+    cluster = Cluster(tmp_path / "data", options={"legal": {"fault": "flip-r:m-0002"}})
+    cluster.start()
+    try:
+        pipeline = Pipeline(cluster, PipelineConfig(meters=3, days=1))
+        pipeline.provision()
+        outcomes = {o.meter_id: o for o in run(pipeline)}
+        bad = outcomes.pop("m-0002")
+        assert not bad.verdict.verified
+        assert "dec(r) != dec(r')" in bad.verdict.reason or "undecryptable" in bad.verdict.reason
+        assert bad.verdict.registers is None
+        for o in outcomes.values():
+            assert o.ok, o.verdict.reason
+
+        found = wait_for(lambda: flags(cluster.data))
+        assert [(f.meter_id, f.period_id) for f in found] == [  # type: ignore[attr-defined]
+            ("m-0002", pipeline.config.period.period_id)
+        ]
+        failures = wait_for(lambda: logbook_entries(cluster.data, EventKind.VERIFICATION_FAILURE))
+        assert [e.event.subject for e in failures] == ["m-0002"]  # type: ignore[attr-defined]
+    finally:
+        cluster.stop()
