@@ -60,10 +60,6 @@ def failure(o: MeterOutcome) -> str:
     return o.verdict.reason if not o.verdict.verified else "bill differs from the reference"
 
 
-def failure(o: MeterOutcome) -> str:
-    return o.verdict.reason if not o.verdict.verified else "bill differs from the reference"
-
-
 def outcome_table(outcomes: list[MeterOutcome], tariff: str) -> Table:
     table = Table(title=f"Billing period, tariff {tariff}")
     for col in (

@@ -179,7 +179,7 @@ def rotate(v: Sequence[int], step: int) -> list[int]:
 def model_block_sum(v: Sequence[int], steps: Sequence[int]) -> list[int]:
     out = list(v)
     for s in steps:
-        out = [(a + b) % T for a, b in zip(out, rotate(out, s))]
+        out = [(a + b) % T for a, b in zip(out, rotate(out, s), strict=True)]
     return out
 
 
