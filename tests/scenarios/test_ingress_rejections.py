@@ -10,9 +10,10 @@ both bills must still verify and equal the plaintext reference.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -65,7 +66,8 @@ class Scenario:
     pipeline: Pipeline
     bad: dict[str, BadMessage]
     rejections: dict[str, LogEntry]  # event_id -> entry
-    outcomes: list[MeterOutcome]
+    outcomes: list[MeterOutcome] | None  # None when collect() timed out
+    problem: str  # why collect() timed out
 
 
 def _reencrypted(tx: Transmission, params: FheParameters) -> Transmission:
@@ -79,9 +81,7 @@ def _flip(data: bytes, at: int) -> bytes:
     return data[:at] + bytes([data[at] ^ 0x01]) + data[at + 1 :]
 
 
-def build_bad_messages(
-    pipeline: Pipeline, accepted: bytes, other_pki: Path
-) -> dict[str, bytes]:
+def build_bad_messages(pipeline: Pipeline, accepted: bytes, other_pki: Path) -> dict[str, bytes]:
     """Every bad message by label. None carries readings that are accepted later on, except
     the two replays, so one wrongly let through would also break a bill or a later upload."""
     gateway = pipeline.gateway
@@ -111,6 +111,7 @@ def build_bad_messages(
     padded = tx("m-0002", 1)
     padded = dataclasses.replace(padded, c_dup=padded.c_dup + bytes(MAX_UPLOAD_BYTES))
     alien_params = FheParameters(ring_dimension=16384)
+    twin = tx("m-0002", 1)
     return {
         "flipped-signature-byte": Envelope(
             good.body, good.certificate, _flip(good.signature, len(good.signature) - 1)
@@ -135,9 +136,7 @@ def build_bad_messages(
         "names-other-parameters": seal(
             ident, dataclasses.replace(tx("m-0002", 1), parameters_id=alien_params.parameters_id)
         ),
-        "identical-c-and-c-dup": seal(
-            ident, dataclasses.replace(tx("m-0002", 1), c_dup=tx("m-0002", 1).c)
-        ),
+        "identical-c-and-c-dup": seal(ident, dataclasses.replace(twin, c_dup=twin.c)),
     }
 
 
@@ -167,6 +166,17 @@ def arrived(cluster: Cluster, meter: str, first_index: int) -> bool:
     )
 
 
+def handled(cluster: Cluster) -> int:
+    """Uploads ingress has finished with: each ends in exactly one arrival or rejection."""
+    return len(logbook_entries(cluster.data, EventKind.ARRIVAL)) + len(rejection_entries(cluster))
+
+
+def settle(probe: Callable[[], bool], timeout_s: float = 30.0) -> None:
+    """Wait for ``probe``, but let the tests report what is wrong if it never holds."""
+    with contextlib.suppress(TimeoutError):
+        wait_for(probe, timeout_s)
+
+
 @pytest.fixture(scope="module")
 def scenario(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Scenario]:
     root = tmp_path_factory.mktemp("ingress")
@@ -186,24 +196,26 @@ def scenario(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Scenario]:
         messages = build_bad_messages(pipeline, first, root / "other-pki")
         assert set(messages) == set(EXPECTED)
         bad = asyncio.run(publish(pipeline, messages))
-        wait_for(lambda: len(rejection_entries(cluster)) >= len(bad), 30)
+        settle(lambda: handled(cluster) >= 1 + len(bad))
 
         asyncio.run(pipeline.send(rest))
-        outcomes = asyncio.run(pipeline.collect(timeout_s=90))
-        # the receivers' reports pass through ingress last: once both are logged, ingress has
-        # handled every message of this scenario
-        wait_for(
-            lambda: len(logbook_entries(cluster.data, EventKind.VERIFICATION_SUCCESS)) == 2, 30
-        )
-        yield Scenario(cluster, pipeline, bad, rejection_entries(cluster), outcomes)
+        outcomes: list[MeterOutcome] | None = None
+        problem = ""
+        try:
+            outcomes = asyncio.run(pipeline.collect(timeout_s=60))
+        except TimeoutError as exc:
+            problem = str(exc)
+        else:
+            # the receivers' reports pass through ingress last: once both are logged, ingress
+            # has handled every message of this scenario
+            settle(lambda: len(logbook_entries(cluster.data, EventKind.VERIFICATION_SUCCESS)) == 2)
+        yield Scenario(cluster, pipeline, bad, rejection_entries(cluster), outcomes, problem)
     finally:
         cluster.stop()
 
 
 @pytest.mark.parametrize("label", list(EXPECTED))
-def test_bad_message_is_refused_at_ingress_with_its_reason(
-    scenario: Scenario, label: str
-) -> None:
+def test_bad_message_is_refused_at_ingress_with_its_reason(scenario: Scenario, label: str) -> None:
     msg = scenario.bad[label]
     entry = scenario.rejections.get(f"reject-{msg.seq}")
     assert entry is not None, f"no rejection logged for {label} (stream seq {msg.seq})"
@@ -223,6 +235,7 @@ def test_exactly_one_rejection_per_bad_message(scenario: Scenario) -> None:
 
 def test_nothing_already_accepted_is_lost(scenario: Scenario) -> None:
     outcomes = scenario.outcomes
+    assert outcomes is not None, f"bills incomplete: {scenario.problem}"
     assert [o.meter_id for o in outcomes] == ["m-0001", "m-0002"]
     for o in outcomes:
         assert o.verdict.verified, o.verdict.reason

@@ -1,0 +1,139 @@
+"""Benchmark of the embedded pipeline (issue: the measuring pipeline end to end).
+
+Runs the demo workload (default 5 meters x 30 days, TAF 1) against a real embedded cloud and
+prints, as a Markdown table: wall time per stage, bytes sent per meter-day, and the FHE cost
+per step measured in-process (gateway encryption, legal evaluation and read-out, receiver
+decryption and check). Usage: ``python bench/pipeline.py [--meters N] [--days D]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import platform
+import statistics
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from metrocloud.cloud.cluster import Cluster
+from metrocloud.core.clock import READINGS_PER_DAY
+from metrocloud.fhe.context import CustomerKeyPair, Encryptor, deserialize_ciphertext
+from metrocloud.fhe.evaluator import Evaluator
+from metrocloud.fhe.packing import SlotLayout
+from metrocloud.testbed.pipeline import Pipeline, PipelineConfig
+
+
+def machine() -> str:
+    cpu = "unknown CPU"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{os.cpu_count()} cores, {cpu}, Python {platform.python_version()}"
+
+
+def timed(fn: Callable[[], Any], repeat: int = 5) -> float:
+    """Median seconds of ``repeat`` calls."""
+    samples = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        fn()
+        samples.append(time.perf_counter() - t0)
+    return statistics.median(samples)
+
+
+def pipeline_run(meters: int, days: int) -> dict[str, float]:
+    out: dict[str, float] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        t0 = time.perf_counter()
+        cluster = Cluster(Path(tmp) / "data")
+        cluster.start()
+        out["start broker and services"] = time.perf_counter() - t0
+        try:
+
+            async def go() -> None:
+                p = Pipeline(cluster, PipelineConfig(meters=meters, days=days))
+                t = time.perf_counter()
+                p.provision()
+                await p.register_keys()
+                out["provision, key generation and registration"] = time.perf_counter() - t
+                t = time.perf_counter()
+                msgs = [m for meter in p.meter_ids for m in p.uploads(meter)]
+                out["gateway: encrypt and sign"] = time.perf_counter() - t
+                t = time.perf_counter()
+                await p.send(msgs)
+                out["gateway → ingress (acknowledged by the broker)"] = time.perf_counter() - t
+                t = time.perf_counter()
+                outcomes = await p.collect(timeout_s=600)
+                out["until every result is verified"] = time.perf_counter() - t
+                assert all(o.ok for o in outcomes), "a bill did not verify"
+                out["bytes per meter-day"] = p.bytes_sent / (meters * days)
+
+            asyncio.run(go())
+        finally:
+            t = time.perf_counter()
+            cluster.stop()
+            out["stop"] = time.perf_counter() - t
+        out["total"] = time.perf_counter() - t0
+    return out
+
+
+def fhe_steps(days: int) -> dict[str, float]:
+    config = PipelineConfig(meters=1, days=days)
+    program = config.program()
+    params = config.params
+    layout = SlotLayout.for_intervals(params, READINGS_PER_DAY)
+    keys = CustomerKeyPair.generate(params, program.rotation_steps(layout))
+    enc = Encryptor(params, keys.context, keys.public_key)
+    slots = layout.pack("m-bench", [])
+    ev = Evaluator(keys.context, params.slots)
+    blob = enc.encrypt(slots)
+    ct = deserialize_ciphertext(blob, params, keys.key_tag)
+    partials = [program.evaluate(ev, ct, layout) for _ in range(days)]
+    r = program.read_out(ev, partials, layout)
+    return {
+        "key generation per customer (s)": timed(
+            lambda: CustomerKeyPair.generate(params, program.rotation_steps(layout)), 3
+        ),
+        "rotation keys per customer (MB)": len(keys.rotation_keys_bytes()) / 1e6,
+        "gateway: encrypt one meter-day, c and c' (ms)": 2e3 * timed(lambda: enc.encrypt(slots)),
+        "ciphertext size (kB)": len(blob) / 1e3,
+        "legal: deserialize + evaluate one meter-day, c and c' (ms)": 2e3
+        * timed(
+            lambda: program.evaluate(ev, deserialize_ciphertext(blob, params, keys.key_tag), layout)
+        ),
+        f"legal: read-out of a {days}-day month, r and r' (ms)": 2e3
+        * timed(lambda: program.read_out(ev, partials, layout)),
+        "receiver: decrypt r and r' (ms)": 2e3 * timed(lambda: keys.decrypt(r, params.slots)),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--meters", type=int, default=5)
+    parser.add_argument("--days", type=int, default=30)
+    args = parser.parse_args()
+    print(f"machine: {machine()}; OMP threads: legal 2, others 1\n")
+    print(f"## Pipeline, {args.meters} meters x {args.days} days, TAF 1\n")
+    print("| stage | seconds |\n| --- | ---: |")
+    run = pipeline_run(args.meters, args.days)
+    for name, value in run.items():
+        if name == "bytes per meter-day":
+            continue
+        print(f"| {name} | {value:.2f} |")
+    print(f"\nbytes sent per meter-day (c and c' included): {run['bytes per meter-day']:,.0f}\n")
+    print("## FHE steps (median, in-process)\n")
+    print("| step | value |\n| --- | ---: |")
+    for name, value in fhe_steps(args.days).items():
+        print(f"| {name} | {value:,.2f} |")
+
+
+if __name__ == "__main__":
+    main()
