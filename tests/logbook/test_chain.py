@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import itertools
 import json
 import multiprocessing
 import sqlite3
 import tempfile
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime, timedelta, timezone
@@ -433,13 +435,14 @@ def _append_from_process(path: str, tag: str, count: int, barrier: Any) -> None:
         half = count // 2
         for event in events[:half]:
             lb.append(event)
+            time.sleep(0.001)  # let the other process in: SQLite's busy wait favours the holder
         for k in range(half, count, 10):
             lb.append_many(events[k : k + 10])
         lb.append_many(events[:20])  # redelivered, must not duplicate
 
 
 def test_two_processes_append_concurrently(db_path: Path) -> None:
-    HashChainLogbook(db_path).close()  # create the schema up front is not required, but usual
+    HashChainLogbook(db_path).close()  # schema first; creation races are tested below
     ctx = multiprocessing.get_context("spawn")
     barrier = ctx.Barrier(2)
     procs = [
@@ -459,6 +462,8 @@ def test_two_processes_append_concurrently(db_path: Path) -> None:
         assert actors.count("proc-a") == actors.count("proc-b") == 200
         ids = {e.event.event_id for e in lb.entries()}
         assert ids == {f"{tag}-{i}" for tag in "ab" for i in range(200)}
+        switches = sum(1 for x, y in itertools.pairwise(actors) if x != y)
+        assert switches >= 2, "the two processes did not actually interleave"
 
 
 def test_two_processes_create_the_file_concurrently(tmp_path: Path) -> None:

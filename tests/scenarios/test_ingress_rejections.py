@@ -261,3 +261,25 @@ def test_logbook_chain_still_verifies(scenario: Scenario) -> None:
         assert book.verify().ok
     finally:
         book.close()
+
+
+def test_replayed_period_closing_is_refused(scenario: Scenario) -> None:
+    """A closing replayed after the bill was made, verbatim or freshly signed, is refused."""
+    pipeline = scenario.pipeline
+    assert pipeline.gateway is not None
+    original = pipeline.uploads("m-0001")[-1]  # a freshly signed closing of the same period
+    before = len(logbook_entries(scenario.cluster.data, EventKind.REJECTION))
+    asyncio.run(pipeline.send([original]))
+
+    def refused() -> list[LogEntry]:
+        entries = logbook_entries(scenario.cluster.data, EventKind.REJECTION)
+        return entries[before:] if len(entries) > before else []
+
+    new = wait_for(refused, timeout_s=30)
+    assert [e.event.detail["reason"] for e in new] == ["replayed-index"]  # type: ignore[attr-defined]
+    closes = [
+        e
+        for e in logbook_entries(scenario.cluster.data, EventKind.ARRIVAL)
+        if e.event.subject == "m-0001" and e.event.detail["what"] == "period-close"
+    ]
+    assert len(closes) == 1

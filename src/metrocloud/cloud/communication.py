@@ -100,11 +100,14 @@ class Communication(Service):
             close = PeriodClose.decode(env.body)
             self.check_meter(gateway, close.gateway, close.meter, close.customer)
             check_fresh(close.sent_at, now)
+            key = f"close:{close.period_id}"
+            self.check_replay(msg, env, close.meter, key, f"period {close.period_id} closing")
             await self.publish(
                 f"legal.in.close.{close.meter}",
                 msg.data,
                 f"close-{close.meter}-{close.period_id}",
             )
+            self.store.accept(close.meter, key, hashlib.sha256(env.body).digest())
             await self.log(
                 EventKind.ARRIVAL,
                 close.meter,
@@ -145,15 +148,10 @@ class Communication(Service):
             deserialize_ciphertext(blob, params, key.key_tag)
         if tx.c == tx.c_dup:
             raise Rejected("integrity-protocol", "c and c' are the same ciphertext")
-        digest = hashlib.sha256(env.body).digest()
-        seen = self.store.accepted_digest(tx.meter, tx.first_index)
-        if seen is not None and not (seen == digest and delivered_before(msg)):
-            raise Rejected(
-                "replayed-index",
-                f"readings from index {tx.first_index} of {tx.meter} were accepted before",
-            )
+        slot = f"reading:{tx.first_index}"
+        digest = self.check_replay(msg, env, tx.meter, slot, f"readings from {tx.first_index}")
         await self.publish(f"legal.in.reading.{tx.meter}", msg.data, digest.hex())
-        self.store.accept(tx.meter, tx.first_index, digest)
+        self.store.accept(tx.meter, slot, digest)
         await self.log(
             EventKind.ARRIVAL,
             tx.meter,
@@ -168,6 +166,19 @@ class Communication(Service):
             },
             event_id=f"arrival-{digest.hex()}",
         )
+
+    def check_replay(self, msg: Msg, env: Envelope, meter: str, key: str, what: str) -> bytes:
+        """Refuse a second message for the same (meter, key), unless it is a redelivery.
+
+        JetStream redelivers the very same message after a crash of this service; that one
+        is forwarded again (the legal zone deduplicates). A new message that repeats an
+        accepted one, byte for byte or freshly made, is a replay.
+        """
+        digest = hashlib.sha256(env.body).digest()
+        seen = self.store.accepted_digest(meter, key)
+        if seen is not None and not (seen == digest and delivered_before(msg)):
+            raise Rejected("replayed-index", f"{what} of {meter} were accepted before")
+        return digest
 
     # -- from receivers ---------------------------------------------------------------------
     async def registration(self, msg: Msg) -> None:

@@ -65,7 +65,7 @@ class BillingPeriod:
 
     def label(self) -> str:
         first = index_time(self.start) - INTERVAL
-        last = index_time(self.end)
+        last = index_time(self.end - 1)  # end is exclusive: the last interval is end - 1
         return f"{first:%Y-%m-%d %H:%M} – {last:%Y-%m-%d %H:%M} UTC"
 
     def __eq__(self, other: object) -> bool:

@@ -24,7 +24,9 @@ def _decode(raw: bytes, what: str) -> Any:
     try:
         return msgpack.unpackb(raw, raw=False, strict_map_key=True)
     except (ValueError, msgpack.ExtraData, msgpack.FormatError, msgpack.StackError) as exc:
-        raise Rejected("malformed-message", f"{what} is not valid msgpack: {exc}") from None
+        raise Rejected(
+            "malformed-message", f"{what} is not valid msgpack: {exc or type(exc).__name__}"
+        ) from None
 
 
 @dataclass(frozen=True)

@@ -254,6 +254,8 @@ class HashChainLogbook:
         if str(mode).lower() != "wal":
             raise LogbookError(f"cannot put the logbook database in WAL mode (got {mode!r})")
         conn.execute("PRAGMA synchronous = FULL")
+        if conn.execute("PRAGMA user_version").fetchone()[0] == _SCHEMA_VERSION:
+            return  # already set up: no write lock needed just to open
         conn.execute("BEGIN IMMEDIATE")
         try:
             version = conn.execute("PRAGMA user_version").fetchone()[0]
@@ -391,7 +393,11 @@ class HashChainLogbook:
                 .execute("SELECT entry_hash FROM entries ORDER BY seq DESC LIMIT 1")
                 .fetchone()
             )
-        return ZERO_HASH if row is None else bytes(row[0])
+        if row is None:
+            return ZERO_HASH
+        if not isinstance(row[0], bytes):
+            raise LogbookError("the last stored entry has a non-binary hash; run verify()")
+        return row[0]
 
     def get(self, seq: int) -> LogEntry:
         """The entry at ``seq``; :class:`IndexError` if there is none."""

@@ -19,8 +19,8 @@ CREATE TABLE IF NOT EXISTS meters (
 CREATE TABLE IF NOT EXISTS ingress_customer_keys (
     customer_id TEXT PRIMARY KEY, key_tag TEXT NOT NULL, parameters TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS ingress_accepted (
-    meter_id TEXT NOT NULL, first_index INTEGER NOT NULL, digest BLOB NOT NULL,
-    accepted_at TEXT NOT NULL, PRIMARY KEY (meter_id, first_index));
+    meter_id TEXT NOT NULL, message_key TEXT NOT NULL, digest BLOB NOT NULL,
+    accepted_at TEXT NOT NULL, PRIMARY KEY (meter_id, message_key));
 CREATE TABLE IF NOT EXISTS flags (
     meter_id TEXT NOT NULL, period_id TEXT NOT NULL, reason TEXT NOT NULL, at TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS legal_partials (
@@ -126,17 +126,17 @@ class SQLiteStore(Store):
             return None
         return CustomerKeyRecord(str(row[0]), str(row[1]), json.loads(str(row[2])))
 
-    def accepted_digest(self, meter_id: str, first_index: int) -> bytes | None:
+    def accepted_digest(self, meter_id: str, message_key: str) -> bytes | None:
         row = self._one(
-            "SELECT digest FROM ingress_accepted WHERE meter_id=? AND first_index=?",
-            (meter_id, first_index),
+            "SELECT digest FROM ingress_accepted WHERE meter_id=? AND message_key=?",
+            (meter_id, message_key),
         )
         return None if row is None else bytes(row[0])
 
-    def accept(self, meter_id: str, first_index: int, digest: bytes) -> bool:
+    def accept(self, meter_id: str, message_key: str, digest: bytes) -> bool:
         return self._write(
             "INSERT OR IGNORE INTO ingress_accepted VALUES (?, ?, ?, ?)",
-            (meter_id, first_index, digest, _now()),
+            (meter_id, message_key, digest, _now()),
         )
 
     def add_flag(self, flag: Flag) -> None:

@@ -1,0 +1,64 @@
+"""The ``metrocloud`` command as a user runs it: a subprocess, its exit code and its output."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+SCRIPT = Path(sys.executable).with_name("metrocloud")
+
+
+def metrocloud(*args: str, script: bool = False, timeout_s: float = 120.0) -> tuple[int, str]:
+    """Run the command; ``script`` uses the installed console script instead of ``-m``."""
+    if script:
+        assert SCRIPT.is_file(), f"console script {SCRIPT} is not installed"
+        cmd = [str(SCRIPT), *args]
+    else:
+        cmd = [sys.executable, "-m", "metrocloud.cli", *args]
+    # wide, plain output so that rich neither wraps nor colours what the asserts look for
+    env = dict(os.environ, COLUMNS="200", NO_COLOR="1", TERM="dumb")
+    proc = subprocess.run(
+        cmd, capture_output=True, text=True, timeout=timeout_s, env=env, check=False
+    )
+    return proc.returncode, proc.stdout + proc.stderr
+
+
+def test_help_lists_the_commands() -> None:
+    code, out = metrocloud("--help", script=True)
+    assert code == 0, out
+    # the commands panel: each row is the command name, two or more spaces, its help
+    commands = set(re.findall(r"^[^\w-]*(\w+) {2,}\S", out, re.MULTILINE))
+    assert {"up", "demo"} <= commands, out
+
+
+def test_demo_bills_one_meter_day_and_verifies(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    code, out = metrocloud("demo", "--meters", "1", "--days", "1", "--data", str(data))
+    assert code == 0, out
+    assert "every bill verified" in out, out
+    assert "m-0001" in out and "yes" in out, out
+    assert "Traceback" not in out, out
+    assert (data / "logbook.sqlite").is_file()  # --data keeps the data folder
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--days", "0"], "--days must be between 1 and 31"),
+        (["--days", "32"], "--days must be between 1 and 31"),
+        (["--meters", "0"], "--meters must be at least 1"),
+        (["--tariff", "nope"], "unknown tariff program 'nope'"),
+    ],
+)
+def test_demo_refuses_bad_options_clearly(tmp_path: Path, args: list[str], message: str) -> None:
+    data = tmp_path / "data"
+    code, out = metrocloud("demo", *args, "--data", str(data), timeout_s=60.0)
+    assert code != 0, out
+    assert "error" in out.lower() and message in out, out
+    assert "Traceback" not in out, out
+    assert not data.exists(), "nothing may be started for invalid options"
