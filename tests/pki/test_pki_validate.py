@@ -175,13 +175,6 @@ def test_sub_ca_is_not_an_end_entity(ca: CertificateAuthority, build_cert: Build
     assert error.reason == "not-an-end-entity"
 
 
-def test_intermediates_are_not_yet_supported(ca: CertificateAuthority) -> None:
-    with pytest.raises(NotImplementedError):
-        verify_certificate(
-            issue_der(ca, "gw", Role.GATEWAY), ca.certificate, intermediates=[ca.certificate]
-        )
-
-
 def test_signature_round_trip_and_tampering(ca: CertificateAuthority) -> None:
     key = generate_private_key()
     cert = ca.issue("svc-legal", Role.SERVICE, key.public_key())

@@ -31,6 +31,9 @@ _log = logging.getLogger(__name__)
 
 Handler = Callable[[Msg], Awaitable[None]]
 
+MAX_ATTEMPTS = 5
+RETRY_DELAY_S = 1.0
+
 
 @dataclass(frozen=True)
 class DataDir:
@@ -143,9 +146,37 @@ class Service(ABC):
             for msg in await fetch(sub, batch=batch, timeout_s=1.0):
                 try:
                     await handler(msg)
-                except Exception:
-                    _log.exception("%s: handler failed; message will be redelivered", self.name)
-                    await msg.nak(delay=2.0)
+                except Exception as exc:
+                    await self.failed(msg, exc)
+
+    async def failed(self, msg: Msg, exc: Exception) -> None:
+        """A handler raised: retry a few times, then log the message as failed and drop it.
+
+        A message that can never be processed (a poison message) must not block the
+        consumer forever; it ends in the logbook with the error, where an operator sees it.
+        """
+        attempts = msg.metadata.num_delivered
+        if attempts < MAX_ATTEMPTS:
+            _log.exception(
+                "%s: attempt %d on %s failed; retrying", self.name, attempts, msg.subject
+            )
+            await msg.nak(delay=RETRY_DELAY_S * attempts)
+            return
+        _log.error(
+            "%s: giving up on %s after %d attempts: %r", self.name, msg.subject, attempts, exc
+        )
+        await self.log(
+            EventKind.REJECTION,
+            msg.subject.rsplit(".", 1)[-1],
+            {
+                "reason": "processing-failed",
+                "detail": f"{type(exc).__name__}: {exc}",
+                "subject": msg.subject,
+                "attempts": attempts,
+            },
+            event_id=f"failed-{msg.metadata.stream}-{msg.metadata.sequence.stream}",
+        )
+        await msg.term()
 
     @abstractmethod
     async def serve(self) -> None:

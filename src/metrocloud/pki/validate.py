@@ -1,12 +1,11 @@
 """Validation of metrocloud certificates and signatures.
 
 Certificates are checked against one trust anchor: the end entity must be directly issued
-by it. ``intermediates`` is reserved for the full PKI with sub-CAs; for now it must be empty.
+by it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from datetime import datetime, timezone
 
 from cryptography import x509
@@ -44,7 +43,6 @@ def verify_certificate(
     *,
     expected_role: Role | None = None,
     at: datetime | None = None,
-    intermediates: Sequence[x509.Certificate] = (),
 ) -> x509.Certificate:
     """Parse and check an end-entity certificate; return it or raise :class:`Rejected`.
 
@@ -52,8 +50,6 @@ def verify_certificate(
     (default now, must be timezone-aware), that it is no CA, and its role (always a known
     role; ``expected_role`` if given).
     """
-    if intermediates:
-        raise NotImplementedError("sub-CAs come with the full PKI; pass the root only")
     if at is None:
         at = datetime.now(timezone.utc)
     elif at.tzinfo is None:
