@@ -80,8 +80,12 @@ def test_accept_is_idempotent(store: SQLiteStore) -> None:
     assert store.accept("m-1", "reading:100", b"digest-2") is False
     assert store.accepted_digest("m-1", "reading:100") == b"digest-1"
     assert store.accept("m-1", "reading:196", b"digest-3") is True
+    assert store.accept("m-1", f"close:{PERIOD}", b"digest-c") is True
+    assert store.accept("m-1", f"close:{PERIOD}", b"digest-c2") is False
+    assert store.accepted_digest("m-1", f"close:{PERIOD}") == b"digest-c"
     assert store.accept("m-2", "reading:100", b"digest-4") is True
     assert store.accepted_digest("m-2", "reading:100") == b"digest-4"
+    assert store.accepted_digest("m-2", "reading:196") is None
 
 
 def test_insert_partial_is_idempotent_and_ordered_by_seq(store: SQLiteStore) -> None:
