@@ -66,3 +66,18 @@ def test_storage_and_communication_restart_lose_nothing(cluster: Cluster) -> Non
     cluster.restart("storage")
     for o in asyncio.run(pipeline.collect(timeout_s=120)):
         assert o.ok, o.verdict.reason
+
+
+def test_uploads_ahead_of_their_key_registration_wait_for_it(cluster: Cluster) -> None:
+    """After a crash, a key registration can come back behind the uploads that need it."""
+    pipeline = Pipeline(cluster, PipelineConfig(meters=1, days=2))
+    pipeline.provision()
+    asyncio.run(pipeline.send(pipeline.uploads("m-0001")))
+    wait_for(lambda: cluster.data.logs.joinpath("communication.log").exists(), timeout_s=5)
+    asyncio.run(asyncio.sleep(3.0))  # the uploads are deferred, not refused
+    asyncio.run(pipeline.register_keys())
+    (outcome,) = asyncio.run(pipeline.collect(timeout_s=90))
+    assert outcome.ok, outcome.verdict.reason
+    assert not [e for e in logbook_entries(cluster.data, EventKind.REJECTION)], (
+        "no upload may be refused while its customer's key registration is on its way"
+    )

@@ -50,7 +50,12 @@ EXPECTED: dict[str, str] = {
     "other-ring-dimension": "wrong-crypto-context",
     "names-other-parameters": "wrong-crypto-context",
     "identical-c-and-c-dup": "integrity-protocol",
+    "ciphertext-that-crashes-the-parser": "malformed-ciphertext",
 }
+
+
+# A header byte of a serialized ciphertext whose inversion makes OpenFHE's parser segfault.
+PARSER_CRASH_BYTE = 113
 
 
 @dataclass(frozen=True)
@@ -137,6 +142,10 @@ def build_bad_messages(pipeline: Pipeline, accepted: bytes, other_pki: Path) -> 
             ident, dataclasses.replace(tx("m-0002", 1), parameters_id=alien_params.parameters_id)
         ),
         "identical-c-and-c-dup": seal(ident, dataclasses.replace(twin, c_dup=twin.c)),
+        # OpenFHE segfaults on this header byte; ingress parses in a worker it can lose
+        "ciphertext-that-crashes-the-parser": seal(
+            ident, dataclasses.replace(twin, c_dup=_flip(twin.c_dup, PARSER_CRASH_BYTE))
+        ),
     }
 
 
@@ -225,6 +234,14 @@ def test_bad_message_is_refused_at_ingress_with_its_reason(scenario: Scenario, l
     assert detail["bytes"] == len(msg.raw)
     assert detail["subject"] == "ingress.upload.gw-0001"
     assert entry.event.actor == "communication"
+
+
+def test_a_parser_crash_costs_only_the_worker(scenario: Scenario) -> None:
+    """The crafted ciphertext aborts OpenFHE; ingress refuses it and keeps serving."""
+    msg = scenario.bad["ciphertext-that-crashes-the-parser"]
+    entry = scenario.rejections[f"reject-{msg.seq}"]
+    assert "crashed the FHE parser" in str(entry.event.detail["detail"])
+    assert scenario.cluster.dead() == []
 
 
 def test_exactly_one_rejection_per_bad_message(scenario: Scenario) -> None:

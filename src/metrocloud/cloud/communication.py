@@ -23,7 +23,7 @@ from metrocloud.core.messages import (
     Transmission,
     VerificationReport,
 )
-from metrocloud.fhe.context import deserialize_ciphertext, deserialize_public_key
+from metrocloud.fhe.inspect import Inspector
 from metrocloud.fhe.params import FheParameters
 from metrocloud.pki import Role, verify_certificate, verify_signature
 from metrocloud.pki.validate import subject_common_name
@@ -32,6 +32,14 @@ from metrocloud.store import CustomerKeyRecord, Flag
 MAX_UPLOAD_BYTES = 4 * 1024 * 1024
 MAX_REGISTRATION_BYTES = 24 * 1024 * 1024
 MAX_CLOCK_SKEW = timedelta(minutes=10)
+# A message that depends on one not yet seen (an upload before its customer's key
+# registration, which a crash may have put back in the queue) waits this long.
+DEFER_ATTEMPTS = 15
+DEFER_DELAY_S = 2.0
+
+
+class Deferred(Rejected):
+    """Refused for now; refused for good after ``DEFER_ATTEMPTS`` deliveries."""
 
 
 def check_fresh(sent_at: str, now: datetime) -> None:
@@ -50,7 +58,12 @@ class Communication(Service):
     role = "communication"
 
     async def serve(self) -> None:
-        await self.consume("communication", self.handle)
+        self.inspector = Inspector()
+        await self.inspector.start()
+        try:
+            await self.consume("communication", self.handle)
+        finally:
+            self.inspector.close()
 
     async def handle(self, msg: Msg) -> None:
         kind = msg.subject.split(".")[1]
@@ -64,19 +77,27 @@ class Communication(Service):
                 await self.report(msg)
             else:
                 raise Rejected("unknown-subject", msg.subject)
+        except Deferred as exc:
+            if msg.metadata.num_delivered < DEFER_ATTEMPTS:
+                await msg.nak(delay=DEFER_DELAY_S)
+                return
+            await self.reject(msg, sender, exc)
         except Rejected as exc:
-            await self.log(
-                EventKind.REJECTION,
-                sender,
-                {
-                    "reason": exc.reason,
-                    "detail": exc.detail,
-                    "subject": msg.subject,
-                    "bytes": len(msg.data),
-                },
-                event_id=f"reject-{msg.metadata.sequence.stream}",
-            )
+            await self.reject(msg, sender, exc)
         await msg.ack()
+
+    async def reject(self, msg: Msg, sender: str, exc: Rejected) -> None:
+        await self.log(
+            EventKind.REJECTION,
+            sender,
+            {
+                "reason": exc.reason,
+                "detail": exc.detail,
+                "subject": msg.subject,
+                "bytes": len(msg.data),
+            },
+            event_id=f"reject-{msg.metadata.sequence.stream}",
+        )
 
     # -- shared checks ------------------------------------------------------------------
     def open_envelope(self, raw: bytes, limit: int, role: Role) -> tuple[Envelope, str]:
@@ -135,8 +156,8 @@ class Communication(Service):
         if not 0 < tx.count <= tx.block:
             raise Rejected("malformed-message", f"{tx.count} readings in a block of {tx.block}")
         key = self.store.customer_key(tx.customer)
-        if key is None:
-            raise Rejected("unknown-customer-key", f"customer {tx.customer} registered no key")
+        if key is None:  # perhaps its registration is being redelivered after a crash
+            raise Deferred("unknown-customer-key", f"customer {tx.customer} registered no key")
         params = FheParameters.from_dict(key.parameters)
         if tx.parameters_id != params.parameters_id or tx.key_tag != key.key_tag:
             raise Rejected(
@@ -144,10 +165,9 @@ class Communication(Service):
                 f"message names {tx.parameters_id}/{tx.key_tag[:12]}…, customer registered "
                 f"{params.parameters_id}/{key.key_tag[:12]}…",
             )
-        for blob in (tx.c, tx.c_dup):
-            deserialize_ciphertext(blob, params, key.key_tag)
         if tx.c == tx.c_dup:
             raise Rejected("integrity-protocol", "c and c' are the same ciphertext")
+        await self.inspector.ciphertexts([tx.c, tx.c_dup], key.parameters, key.key_tag)
         slot = f"reading:{tx.first_index}"
         digest = self.check_replay(msg, env, tx.meter, slot, f"readings from {tx.first_index}")
         await self.publish(f"legal.in.reading.{tx.meter}", msg.data, digest.hex())
@@ -191,14 +211,13 @@ class Communication(Service):
             params = FheParameters.from_dict(reg.parameters)
         except (KeyError, ValueError) as exc:
             raise Rejected("unsupported-parameters", str(exc)) from None
-        try:
-            public_key = deserialize_public_key(reg.public_key)
-        except RuntimeError as exc:
-            raise Rejected("malformed-public-key", str(exc)) from None
-        if public_key.GetKeyTag() != reg.key_tag:
-            raise Rejected("malformed-public-key", "public key tag differs from key_tag")
-        await self.publish(f"legal.keys.{customer}", msg.data, f"keys-{customer}-{reg.key_tag}")
+        await self.inspector.registration(
+            reg.context, reg.public_key, reg.rotation_keys, params.to_dict(), reg.key_tag
+        )
+        # Ingress's own record first: uploads that follow may pass as soon as it is there;
+        # legal waits until storage has the keys themselves.
         self.store.set_customer_key(CustomerKeyRecord(customer, reg.key_tag, params.to_dict()))
+        await self.publish(f"legal.keys.{customer}", msg.data, f"keys-{customer}-{reg.key_tag}")
         await self.log(
             EventKind.KEY_REGISTRATION,
             customer,

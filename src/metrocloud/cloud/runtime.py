@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import sqlite3
 from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -18,6 +19,7 @@ from typing import Any
 
 from nats.aio.client import Client
 from nats.aio.msg import Msg
+from nats.errors import Error as NatsError
 from nats.js import JetStreamContext
 
 from metrocloud.bus.connect import connect
@@ -33,6 +35,14 @@ Handler = Callable[[Msg], Awaitable[None]]
 
 MAX_ATTEMPTS = 5
 RETRY_DELAY_S = 1.0
+# Failures of infrastructure, not of the message: retried for as long as it takes.
+TRANSIENT: tuple[type[BaseException], ...] = (
+    NatsError,
+    TimeoutError,
+    asyncio.TimeoutError,
+    sqlite3.OperationalError,
+    OSError,
+)
 
 
 @dataclass(frozen=True)
@@ -156,6 +166,10 @@ class Service(ABC):
         consumer forever; it ends in the logbook with the error, where an operator sees it.
         """
         attempts = msg.metadata.num_delivered
+        if isinstance(exc, TRANSIENT):  # the broker or the disk is busy: never give up
+            _log.warning("%s: %s on %s; retrying", self.name, exc, msg.subject)
+            await msg.nak(delay=min(30.0, RETRY_DELAY_S * 2**attempts))
+            return
         if attempts < MAX_ATTEMPTS:
             _log.exception(
                 "%s: attempt %d on %s failed; retrying", self.name, attempts, msg.subject
