@@ -334,3 +334,36 @@ def test_result_claiming_a_shorter_period(world: World) -> None:
     verdict = world.check(sealed)
     assert not verdict.verified
     assert "result is for" in verdict.reason
+
+
+def test_the_contract_tariff_and_prices_are_checked(world: World) -> None:
+    """Legal billing with another price is caught when the receiver knows its contract."""
+    contract = world.prog
+    honest = world.sealed(world.r, world.r_dup)
+    verdict = check_result(
+        honest, world.keys, world.anchor, meter_id=METER, period=PERIOD, contract=contract
+    )
+    assert verdict.verified, verdict.reason
+
+    dearer = Taf1(P, {"price_mct_per_kwh": PRICE + 1_000})
+
+    def read_out(prog: Taf1, cts: Sequence[Any]) -> bytes:
+        return serialize(prog.read_out(world.ev, list(cts), world.layout))
+
+    r, r_dup = read_out(dearer, world.c), read_out(dearer, world.c_dup)
+    # declared honestly: the configuration digest gives it away
+    declared = world.sealed(
+        r, r_dup, tariff=dearer.software_id.to_dict(), tariff_config_digest=dearer.config_digest
+    )
+    verdict = check_result(
+        declared, world.keys, world.anchor, meter_id=METER, period=PERIOD, contract=contract
+    )
+    assert not verdict.verified and "not the contract's" in verdict.reason
+    # disguised as the contract's configuration: the bill does not fit the registers
+    disguised = world.sealed(r, r_dup)
+    verdict = check_result(
+        disguised, world.keys, world.anchor, meter_id=METER, period=PERIOD, contract=contract
+    )
+    assert not verdict.verified and "contract's prices" in verdict.reason
+    # without the contract the same manipulation is consistent: it needs the authority's checks
+    assert check_result(disguised, world.keys, world.anchor, meter_id=METER, period=PERIOD).verified

@@ -203,8 +203,9 @@ class Envelope:
         data = _decode(raw, "envelope")
         if not isinstance(data, dict):
             raise Rejected("malformed-message", "envelope is not a map")
-        if data.get("v") != WIRE_VERSION:
-            raise Rejected("unsupported-version", f"wire version {data.get('v')!r}")
+        version = data.get("v")
+        if type(version) is not int or version != WIRE_VERSION:
+            raise Rejected("unsupported-version", f"wire version {version!r}")
         parts = [data.get(k) for k in ("body", "cert", "sig")]
         if not all(isinstance(p, bytes) for p in parts):
             raise Rejected("malformed-message", "envelope needs byte strings body, cert, sig")

@@ -12,6 +12,7 @@ from metrocloud.fhe.context import CustomerKeyPair, serialize
 from metrocloud.field.gateway import now_iso, seal
 from metrocloud.pki import Identity
 from metrocloud.receiver.verify import Verdict, check_result
+from metrocloud.tariffs import TariffProgram
 
 FETCH_SUBJECT = "egress.display.fetch"
 
@@ -80,8 +81,16 @@ class Receiver:
         assert isinstance(result, bytes)
         return result
 
-    def check(self, result: bytes, meter_id: str, period: BillingPeriod) -> Verdict:
-        return check_result(result, self.keys, self.anchor, meter_id=meter_id, period=period)
+    def check(
+        self,
+        result: bytes,
+        meter_id: str,
+        period: BillingPeriod,
+        contract: TariffProgram | None = None,
+    ) -> Verdict:
+        return check_result(
+            result, self.keys, self.anchor, meter_id=meter_id, period=period, contract=contract
+        )
 
     async def send_report(self, nc: Client, verdict: Verdict) -> None:
         await nc.jetstream().publish(f"ingress.report.{self.customer_id}", self.report(verdict))

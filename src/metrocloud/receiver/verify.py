@@ -17,7 +17,7 @@ from metrocloud.core.messages import Envelope, TariffResult
 from metrocloud.fhe.context import CustomerKeyPair, deserialize_ciphertext
 from metrocloud.pki import Role, verify_certificate, verify_signature
 from metrocloud.pki.validate import subject_common_name
-from metrocloud.tariffs import RegisterSet
+from metrocloud.tariffs import RegisterSet, TariffProgram
 from metrocloud.tariffs.base import ResultLayout, expected_integrity_sums
 
 LEGAL_SERVICE = "legal"
@@ -40,7 +40,11 @@ def check_result(
     *,
     meter_id: str,
     period: BillingPeriod,
+    contract: TariffProgram | None = None,
 ) -> Verdict:
+    """Check one result; with ``contract`` (the customer's tariff and its configuration),
+    also that legal applied that tariff and that the bill is what its prices give."""
+
     def fail(reason: str, result: TariffResult | None = None) -> Verdict:
         return Verdict(meter_id, period.period_id, False, reason, None, result)
 
@@ -55,6 +59,17 @@ def check_result(
         return fail(f"result not authentic: {exc}")
     if (result.meter, result.period_id) != (meter_id, period.period_id):
         return fail(f"result is for {result.meter} {result.period_id}", result)
+    if contract is not None and (
+        result.tariff.get("name") != contract.name
+        or result.tariff_config_digest != contract.config_digest
+        or result.registers != contract.tariff_registers
+    ):
+        return fail(
+            f"result computed with tariff {result.tariff.get('name')} "
+            f"(configuration {result.tariff_config_digest[:12]}…), not the contract's "
+            f"{contract.name} ({contract.config_digest[:12]}…)",
+            result,
+        )
     layout = ResultLayout(result.registers, keys.params.row)
     try:
         r = deserialize_ciphertext(result.r, keys.params, keys.key_tag)
@@ -69,6 +84,10 @@ def check_result(
     registers = layout.decode(slots)
     if not registers.consistent:
         return fail("tariff registers plus error register differ from the total", result)
+    if contract is not None and registers.bill_microcent != contract.bill(
+        registers.tariff_registers_wh
+    ):
+        return fail("the bill is not what the contract's prices give for the registers", result)
     expected = expected_integrity_sums(
         meter_id, range(period.start, period.end), keys.params.plaintext_modulus
     )

@@ -142,6 +142,10 @@ class TariffProgram(ABC):
         """Raise :class:`TariffConfigError` with a clear message for bad configuration."""
 
     @abstractmethod
+    def bill(self, tariff_registers_wh: Sequence[int]) -> int:
+        """The bill in micro-cent for these tariff registers (prices of the configuration)."""
+
+    @abstractmethod
     def rotation_steps(self, layout: SlotLayout) -> set[int]:
         """The rotation keys the receiver must hand out for this program."""
 

@@ -51,9 +51,13 @@ class Taf1(TariffProgram):
             raise TariffConfigError("taf1: price_mct_per_kwh must be a positive integer")
         self.config.setdefault("max_interval_wh", 5000)
         max_wh = self.config["max_interval_wh"]
-        if not isinstance(max_wh, int) or max_wh <= 0:
+        if not isinstance(max_wh, int) or isinstance(max_wh, bool) or max_wh <= 0:
             raise TariffConfigError("taf1: max_interval_wh must be a positive integer")
         self.check_range(max_wh, MAX_INTERVALS_PER_PERIOD, price)
+
+    def bill(self, tariff_registers_wh: Sequence[int]) -> int:
+        (energy,) = tariff_registers_wh
+        return energy * self.price
 
     def _placements(self, layout: SlotLayout) -> list[Placement]:
         out = self.result_layout()
@@ -88,7 +92,7 @@ class Taf1(TariffProgram):
             tariff_registers_wh=(valid,),
             error_register_wh=error,
             total_register_wh=valid + error,
-            bill_microcent=valid * self.price,
+            bill_microcent=self.bill((valid,)),
             index_sum=index_sum,
             fingerprint_sum=fp_sum,
         )

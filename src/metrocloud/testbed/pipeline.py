@@ -187,7 +187,7 @@ class Pipeline:
                     result = await receiver.fetch(nc, meter_id, period)
                     if result is None:
                         continue
-                    verdict = receiver.check(result, meter_id, period)
+                    verdict = receiver.check(result, meter_id, period, self.program)
                     await receiver.send_report(nc, verdict)
                     outcomes[meter_id] = MeterOutcome(
                         meter_id, customer_id, self.reference(meter_id), verdict
