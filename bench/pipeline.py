@@ -96,7 +96,7 @@ def fhe_steps(days: int) -> dict[str, float]:
     ev = Evaluator(keys.context, params.slots)
     blob = enc.encrypt(slots)
     ct = deserialize_ciphertext(blob, params, keys.key_tag)
-    partials = [program.evaluate(ev, ct, layout) for _ in range(days)]
+    partials = [program.evaluate(ev, ct, layout, 0) for _ in range(days)]
     r = program.read_out(ev, partials, layout)
     return {
         "key generation per customer (s)": timed(
@@ -107,7 +107,9 @@ def fhe_steps(days: int) -> dict[str, float]:
         "ciphertext size (kB)": len(blob) / 1e3,
         "legal: deserialize + evaluate one meter-day, c and c' (ms)": 2e3
         * timed(
-            lambda: program.evaluate(ev, deserialize_ciphertext(blob, params, keys.key_tag), layout)
+            lambda: program.evaluate(
+                ev, deserialize_ciphertext(blob, params, keys.key_tag), layout, 0
+            )
         ),
         f"legal: read-out of a {days}-day month, r and r' (ms)": 2e3
         * timed(lambda: program.read_out(ev, partials, layout)),

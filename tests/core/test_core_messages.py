@@ -83,6 +83,7 @@ SAMPLES: list[Message] = [
         tariff={"name": "taf1", "version": "1.0.0", "checksum": "0" * 64},
         tariff_config_digest="1" * 64,
         registers=1,
+        block=128,
         parameters_id="bfv-0123456789abcdef",
         r=b"r" * 100,
         r_dup=b"r'" * 50,

@@ -176,9 +176,12 @@ class World:
 
     def billed(self, meter: str, transmissions: Sequence[Sequence[Interval]]) -> RegisterSet:
         cts = [self.encrypt(meter, tx) for tx in transmissions]
-        partials = [self.prog.evaluate(self.ev, ct, self.layout) for ct in cts]
+        partials = [
+            self.prog.evaluate(self.ev, ct, self.layout, tx[0].index if tx else 0)
+            for ct, tx in zip(cts, transmissions, strict=True)
+        ]
         r = self.prog.read_out(self.ev, partials, self.layout)
-        out = self.prog.result_layout()
+        out = self.prog.result_layout(self.layout)
         return out.decode(self.keys.decrypt(r, out.length))
 
 

@@ -118,9 +118,9 @@ class Legal(Service):
         program = self.program(tx.meter, keys.params)
         layout = SlotLayout(keys.params, tx.block)
         ev = keys.evaluator
-        partial = program.evaluate(ev, keys.load(tx.c), layout)
+        partial = program.evaluate(ev, keys.load(tx.c), layout, tx.first_index)
         await msg.in_progress()
-        partial_dup = program.evaluate(ev, keys.load(tx.c_dup), layout)
+        partial_dup = program.evaluate(ev, keys.load(tx.c_dup), layout, tx.first_index)
         self.store.insert_partial(
             tx.meter, tx.period_id, tx.seq, serialize(partial), serialize(partial_dup)
         )
@@ -159,6 +159,7 @@ class Legal(Service):
             tariff=program.software_id.to_dict(),
             tariff_config_digest=program.config_digest,
             registers=program.tariff_registers,
+            block=close.block,
             parameters_id=keys.params.parameters_id,
             r=r_bytes,
             r_dup=r_dup_bytes,

@@ -150,6 +150,7 @@ class TariffResult(Message):
     tariff: dict[str, Any]
     tariff_config_digest: str
     registers: int
+    block: int
     parameters_id: str
     r: bytes
     r_dup: bytes

@@ -99,6 +99,14 @@ def load_rotation_keys(data: bytes) -> None:
         raise Rejected("malformed-evaluation-keys", f"cannot parse rotation keys: {exc}") from None
 
 
+def load_relinearization_key(data: bytes) -> None:
+    """Install a serialized relinearization key into OpenFHE's key map (by key tag)."""
+    try:
+        ofhe.DeserializeEvalMultKeyString(data, ofhe.BINARY)
+    except RuntimeError as exc:
+        raise Rejected("malformed-evaluation-keys", f"cannot parse the mult key: {exc}") from None
+
+
 @dataclass
 class CustomerKeyPair:
     """A customer's FHE key pair. Lives only in the receiver (the secure display)."""
@@ -109,14 +117,30 @@ class CustomerKeyPair:
     secret_key: Any
     rotation_steps: tuple[int, ...]
 
+    relinearization: bool = False
+
     @classmethod
-    def generate(cls, params: FheParameters, rotation_steps: Iterable[int]) -> CustomerKeyPair:
+    def generate(
+        cls, params: FheParameters, rotation_steps: Iterable[int], *, relinearization: bool = False
+    ) -> CustomerKeyPair:
+        """A fresh key pair with the rotation keys for ``rotation_steps`` and, when the
+        tariff multiplies ciphertexts, the relinearization key."""
         cc = create_context(params)
         kp = cc.KeyGen()
         steps = tuple(sorted(set(rotation_steps) - {0}))
         if steps:
             cc.EvalRotateKeyGen(kp.secretKey, list(steps))
-        return cls(params, cc, kp.publicKey, kp.secretKey, steps)
+        if relinearization:
+            cc.EvalMultKeyGen(kp.secretKey)
+        return cls(params, cc, kp.publicKey, kp.secretKey, steps, relinearization)
+
+    def relinearization_key_bytes(self) -> bytes:
+        """The serialized relinearization key, or b"" when none was generated."""
+        if not self.relinearization:
+            return b""
+        data = ofhe.SerializeEvalMultKeyString(ofhe.BINARY, self.key_tag)
+        assert isinstance(data, bytes)
+        return data
 
     @property
     def key_tag(self) -> str:

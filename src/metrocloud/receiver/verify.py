@@ -70,7 +70,7 @@ def check_result(
             f"{contract.name} ({contract.config_digest[:12]}…)",
             result,
         )
-    layout = ResultLayout(result.registers, keys.params.row)
+    layout = ResultLayout(result.registers, result.block, keys.params.row)
     try:
         r = deserialize_ciphertext(result.r, keys.params, keys.key_tag)
         r_dup = deserialize_ciphertext(result.r_dup, keys.params, keys.key_tag)

@@ -65,22 +65,33 @@ def expected_integrity_sums(meter_id: str, indices: Sequence[int], modulus: int)
 
 @dataclass(frozen=True)
 class ResultLayout:
-    """Slots of a result vector: registers in row 0, integrity sums at the start of row 1."""
+    """Where a result vector keeps its values.
+
+    Every value is the sum of one block of the partials, left where the block sums put it:
+    tariff register 0 in slot 0, the error register in slot B, register k >= 1 in slot
+    (k + 1) * B, the total register and the bill in the two blocks after the registers, the
+    index sums at the start of row 1 (H) and at H + B. No value needs moving at read-out.
+    """
 
     tariff_registers: int
+    block: int
     half: int
 
     @property
+    def register_slots(self) -> tuple[int, ...]:
+        return (0, *((k + 1) * self.block for k in range(1, self.tariff_registers)))
+
+    @property
     def error_at(self) -> int:
-        return self.tariff_registers
+        return self.block
 
     @property
     def total_at(self) -> int:
-        return self.tariff_registers + 1
+        return (self.tariff_registers + 1) * self.block
 
     @property
     def bill_at(self) -> int:
-        return self.tariff_registers + 2
+        return (self.tariff_registers + 2) * self.block
 
     @property
     def index_sum_at(self) -> int:
@@ -88,17 +99,27 @@ class ResultLayout:
 
     @property
     def fingerprint_sum_at(self) -> int:
-        return self.half + 1
+        return self.half + self.block
 
     @property
     def length(self) -> int:
-        return self.half + 2
+        return self.half + 2 * self.block
+
+    def value_slots(self) -> list[int]:
+        return [
+            *self.register_slots,
+            self.error_at,
+            self.total_at,
+            self.bill_at,
+            self.index_sum_at,
+            self.fingerprint_sum_at,
+        ]
 
     def decode(self, slots: Sequence[int]) -> RegisterSet:
         if len(slots) < self.length:
             raise ValueError(f"result has {len(slots)} slots, needs {self.length}")
         return RegisterSet(
-            tariff_registers_wh=tuple(slots[: self.tariff_registers]),
+            tariff_registers_wh=tuple(slots[i] for i in self.register_slots),
             error_register_wh=slots[self.error_at],
             total_register_wh=slots[self.total_at],
             bill_microcent=slots[self.bill_at],
@@ -116,7 +137,7 @@ class TariffProgram(ABC):
 
     name: ClassVar[str]
     version: ClassVar[str]
-    tariff_registers: ClassVar[int]
+    tariff_registers: int  # fixed by the class or by its configuration
 
     def __init__(self, params: FheParameters, config: dict[str, Any]) -> None:
         self.params = params
@@ -133,8 +154,8 @@ class TariffProgram(ABC):
         raw = json.dumps(self.config, sort_keys=True, separators=(",", ":")).encode()
         return hashlib.sha256(raw).hexdigest()
 
-    def result_layout(self) -> ResultLayout:
-        return ResultLayout(self.tariff_registers, self.params.row)
+    def result_layout(self, layout: SlotLayout) -> ResultLayout:
+        return ResultLayout(self.tariff_registers, layout.block, layout.half)
 
     # -- what subclasses provide -----------------------------------------------------
     @abstractmethod
@@ -150,8 +171,11 @@ class TariffProgram(ABC):
         """The rotation keys the receiver must hand out for this program."""
 
     @abstractmethod
-    def evaluate(self, ev: Evaluator, batch: Ciphertext, layout: SlotLayout) -> Ciphertext:
-        """Per-transmission step on one encrypted batch."""
+    def evaluate(
+        self, ev: Evaluator, batch: Ciphertext, layout: SlotLayout, first_index: int
+    ) -> Ciphertext:
+        """Per-transmission step on one encrypted batch whose first reading has
+        ``first_index`` (the time of every slot follows from it)."""
 
     @abstractmethod
     def read_out(
@@ -173,3 +197,106 @@ class TariffProgram(ABC):
                 f"{max_interval_wh} Wh and {price} m¢/kWh can reach {worst}, beyond the "
                 f"exact range {self.params.plaintext_modulus} of {self.params.parameters_id}"
             )
+
+
+class RegisterProgram(TariffProgram):
+    """A program whose register choice for each quarter hour is public (its time), so a
+    plaintext mask per register selects the energies: TAF 1 and TAF 2.
+
+    Per transmission one mask level builds the partial in the result's layout
+    (:class:`ResultLayout`): register k's energies in its block, the valid and error energies
+    once more in the total block, the price-weighted energies in the bill block. Read-out
+    adds the partials, sums each block with log2(B) rotations and keeps the sums with a
+    second mask level. Rotation keys: log2(B) + R + 2, whatever the number R of registers.
+    """
+
+    @abstractmethod
+    def prices(self) -> list[int]:
+        """Price of each tariff register in milli-cent per kWh."""
+
+    @abstractmethod
+    def register_of(self, index: int) -> int:
+        """The tariff register of the quarter hour ending at reading ``index``."""
+
+    def bill(self, tariff_registers_wh: Sequence[int]) -> int:
+        prices = self.prices()
+        if len(tariff_registers_wh) != len(prices):
+            raise ValueError(f"{self.name} has {len(prices)} tariff registers")
+        return sum(e * p for e, p in zip(tariff_registers_wh, prices, strict=True))
+
+    def check_prices(self, max_interval_wh: int, intervals_per_period: int) -> None:
+        self.check_range(max_interval_wh, intervals_per_period, max(self.prices()))
+
+    def result_layout(self, layout: SlotLayout) -> ResultLayout:
+        out = super().result_layout(layout)
+        if out.bill_at + layout.block > layout.half:
+            raise TariffConfigError(
+                f"{self.name}: {self.tariff_registers} registers of {layout.block} slots do "
+                f"not fit one row of {layout.half} slots"
+            )
+        return out
+
+    def rotation_steps(self, layout: SlotLayout) -> set[int]:
+        out = self.result_layout(layout)
+        moves = {-slot for slot in (*out.register_slots[1:], out.total_at, out.bill_at)}
+        moves.add(layout.error_at - out.total_at)
+        return set(layout.blocksum_steps()) | moves
+
+    def masks(self, first_index: int, block: int) -> tuple[list[list[int]], list[int]]:
+        """Per register a 0/1 mask over the block, and the price of every slot."""
+        owners = [self.register_of(first_index + s) for s in range(block)]
+        prices = self.prices()
+        per_register = [[int(o == k) for o in owners] for k in range(self.tariff_registers)]
+        return per_register, [prices[o] for o in owners]
+
+    def evaluate(
+        self, ev: Evaluator, batch: Ciphertext, layout: SlotLayout, first_index: int
+    ) -> Ciphertext:
+        cc = ev.cc
+        out = self.result_layout(layout)
+        b, half = layout.block, layout.half
+        per_register, slot_prices = self.masks(first_index, b)
+        ones = [1] * b
+        # register 0, the error block and the integrity row stay where the gateway put them
+        keep = per_register[0] + ones + [0] * (half - 2 * b) + ones + ones
+        parts = [cc.EvalMult(batch, cc.MakePackedPlaintext(keep))]
+
+        def moved(mask: list[int], to: int, source: int = 0) -> Ciphertext:
+            vector = [0] * source + mask
+            return cc.EvalRotate(cc.EvalMult(batch, cc.MakePackedPlaintext(vector)), source - to)
+
+        for k, slot in enumerate(out.register_slots[1:], start=1):
+            parts.append(moved(per_register[k], slot))
+        parts.append(moved(ones, out.total_at))  # valid energy ...
+        parts.append(moved(ones, out.total_at, source=layout.error_at))  # ... plus error energy
+        parts.append(moved(slot_prices, out.bill_at))
+        return ev.add_all(parts)
+
+    def read_out(
+        self, ev: Evaluator, partials: Sequence[Ciphertext], layout: SlotLayout
+    ) -> Ciphertext:
+        cc = ev.cc
+        sums = ev.block_sum(ev.add_all(partials), layout.blocksum_steps())
+        slots = self.result_layout(layout).value_slots()
+        keep = [0] * (max(slots) + 1)
+        for slot in slots:
+            keep[slot] = 1
+        return cc.EvalMult(sums, cc.MakePackedPlaintext(keep))
+
+    def reference(self, meter_id: str, intervals: Sequence[Interval]) -> RegisterSet:
+        valid = [0] * self.tariff_registers
+        for iv in intervals:
+            if not iv.error:
+                valid[self.register_of(iv.index)] += iv.energy_wh
+        error = sum(iv.energy_wh for iv in intervals if iv.error)
+        index_sum, fp_sum = expected_integrity_sums(
+            meter_id, [iv.index for iv in intervals], self.params.plaintext_modulus
+        )
+        return RegisterSet(
+            tariff_registers_wh=tuple(valid),
+            error_register_wh=error,
+            total_register_wh=sum(valid) + error,
+            bill_microcent=self.bill(valid),
+            index_sum=index_sum,
+            fingerprint_sum=fp_sum,
+        )

@@ -30,7 +30,22 @@ from metrocloud.receiver.verify import Verdict
 from metrocloud.store import MeterRecord
 from metrocloud.tariffs import RegisterSet, TariffProgram, load_program
 
-DEFAULT_TARIFF_CONFIG: dict[str, dict[str, Any]] = {"taf1": {"price_mct_per_kwh": 32_000}}
+DEFAULT_TARIFF_CONFIG: dict[str, dict[str, Any]] = {
+    "taf1": {"price_mct_per_kwh": 32_000},
+    "taf2": {  # a peak / off-peak tariff with cheap weekends, in CET
+        "registers": [
+            {"name": "peak", "price_mct_per_kwh": 36_000},
+            {"name": "off-peak", "price_mct_per_kwh": 26_000},
+            {"name": "weekend", "price_mct_per_kwh": 22_000},
+        ],
+        "windows": [
+            {"days": "mon-fri", "from": "06:00", "to": "22:00", "register": 0},
+            {"days": "sat,sun", "from": "00:00", "to": "24:00", "register": 2},
+        ],
+        "default_register": 1,
+        "utc_offset_minutes": 60,
+    },
+}
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,70 @@
+"""TAF 2: time-dependent tariff with static switching times.
+
+Each quarter hour's energy goes to the tariff register that the switching table names for
+its weekday and time of day. The time of every slot is public (it follows from the
+transmission's first index), so the choice is a plaintext mask per register
+(:class:`~metrocloud.tariffs.base.RegisterProgram`): depth 2, like TAF 1.
+
+Config::
+
+    {"registers": [{"name": "HT", "price_mct_per_kwh": 36000},
+                   {"name": "NT", "price_mct_per_kwh": 24000}],
+     "windows": [{"days": "mon-fri", "from": "06:00", "to": "22:00", "register": 0},
+                 {"days": "sat", "from": "08:00", "to": "13:00", "register": 0}],
+     "default_register": 1, "utc_offset_minutes": 60, "max_interval_wh": 5000}
+"""
+
+from __future__ import annotations
+
+from metrocloud.core.software import SoftwareId, module_checksum
+from metrocloud.tariffs.base import RegisterProgram, TariffConfigError
+from metrocloud.tariffs.schedule import SwitchingTable, parse_registers
+from metrocloud.tariffs.taf1 import MAX_INTERVALS_PER_PERIOD, positive_int
+
+KEYS = {"registers", "windows", "default_register", "utc_offset_minutes", "max_interval_wh"}
+
+
+class Taf2(RegisterProgram):
+    name = "taf2"
+    version = "1.0.0"
+    tariff_registers = 0  # set per configuration
+
+    @property
+    def software_id(self) -> SoftwareId:
+        return SoftwareId(
+            self.name,
+            self.version,
+            module_checksum(
+                "metrocloud.tariffs.base",
+                "metrocloud.tariffs.schedule",
+                __name__,
+                "metrocloud.fhe.evaluator",
+            ),
+        )
+
+    def validate_config(self) -> None:
+        unknown = set(self.config) - KEYS
+        if unknown:
+            raise TariffConfigError(f"taf2: unknown settings {sorted(unknown)}")
+        self._prices = parse_registers(self.config.get("registers"))
+        self.tariff_registers = len(self._prices)
+        default = self.config.get("default_register", 0)
+        if not isinstance(default, int) or not 0 <= default < self.tariff_registers:
+            raise TariffConfigError(f"taf2: default_register {default!r} is not a register")
+        self.config.setdefault("default_register", default)
+        self.config.setdefault("utc_offset_minutes", 0)
+        self.config.setdefault("max_interval_wh", 5000)
+        offset = self.config["utc_offset_minutes"]
+        if not isinstance(offset, int) or isinstance(offset, bool):
+            raise TariffConfigError("taf2: utc_offset_minutes must be an integer")
+        self._table = SwitchingTable.parse(
+            self.config.get("windows"), default, self.tariff_registers, offset
+        )
+        max_wh = positive_int(self.config, "max_interval_wh", self.name)
+        self.check_prices(max_wh, MAX_INTERVALS_PER_PERIOD)
+
+    def prices(self) -> list[int]:
+        return list(self._prices)
+
+    def register_of(self, index: int) -> int:
+        return self._table.register_of(index)
