@@ -19,15 +19,14 @@ import argparse
 import json
 import math
 import os
-import platform
 import random
-import statistics
 import subprocess
 import sys
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
+
+from benchlib import machine, timed
 
 T40 = 1_099_511_922_689  # the project's default t: prime, 1 mod 32768, just above 2**40
 
@@ -41,31 +40,11 @@ PARAMETER_CANDIDATES: list[tuple[int, int, int]] = [
     (16384, 5, T40),
     (16384, 6, T40),
     (16384, 7, T40),
+    (16384, 4, 65537),
     (16384, 5, 65537),
+    (16384, 5, 1_073_872_897),
     (16384, 6, 1_073_872_897),
 ]
-
-
-def machine() -> str:
-    cpu = "unknown CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{os.cpu_count()} cores, {cpu}, Python {platform.python_version()}"
-
-
-def timed(fn: Callable[[], Any], repeat: int) -> tuple[float, Any]:
-    """Median seconds of ``repeat`` calls, and the last result."""
-    samples, result = [], None
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        result = fn()
-        samples.append(time.perf_counter() - t0)
-    return statistics.median(samples), result
 
 
 class _Setup:
@@ -219,22 +198,48 @@ def fmt_s(seconds: float) -> str:
     return f"{seconds * 1e6:.2f} µs"
 
 
+def circuit_counts() -> dict[str, str]:
+    """Ciphertext products and depth of each benchmarked row (from the circuit simulator)."""
+    from metrocloud.fhe.arith import Arith, SimulatedContext
+
+    out: dict[str, str] = {}
+    sim = SimulatedContext(T40, 2)
+    ar = Arith(sim)
+    a = [sim.encrypt([0, 1]) for _ in range(32)]
+    rows: dict[str, Callable[[], Any]] = {
+        "32-bit add (from_bits of both, then add)": lambda: ar.add(
+            ar.from_bits(a), ar.from_bits(a)
+        ),
+        "ct x ct multiply, relinearized (20-bit factors)": lambda: ar.mul(a[0], a[1]),
+        "32-bit compare ge(a, b), both encrypted (depth 6)": lambda: ar.ge(a, a),
+        "13-bit ge_plain(x, 2500) (depth 4)": lambda: ar.ge_plain(a[:13], 2500),
+        "plaintext mask multiply (one level)": lambda: ar.mul_plain(a[0], [1, 0]),
+        "add (one ciphertext pair)": lambda: ar.add(a[0], a[1]),
+    }
+    for name, fn in rows.items():
+        before = sim.ct_mults
+        ct = fn()
+        out[name] = f"{sim.ct_mults - before} / {ct.depth}"
+    return out
+
+
 def main_ops(repeat: int) -> None:
     results = {k: run_worker(["ops", str(repeat)], k) for k in (1, 2)}
+    counts = circuit_counts()
     slots = results[1]["slots"]
     print(f"## metrocloud.fhe.arith: BFV N={BENCH_N}, depth {BENCH_DEPTH}, t={T40} (~2^40)\n")
     print(f"Machine: {machine()}; openfhe {_openfhe_version()}.\n")
     print(f"One ciphertext = {slots} slots = {slots} values at once (SIMD).\n")
     print(
         "| operation | per ciphertext, 1 thread | per ciphertext, 2 threads "
-        "| per value, 1 thread | per value, 2 threads |"
+        "| per value, 1 thread | per value, 2 threads | ct x ct mults / depth |"
     )
-    print("| --- | --- | --- | --- | --- |")
+    print("| --- | --- | --- | --- | --- | --- |")
     for name in results[1]["rows"]:
         one, two = results[1]["rows"][name], results[2]["rows"][name]
         print(
             f"| {name} | {fmt_s(one)} | {fmt_s(two)} | {fmt_s(one / slots)} "
-            f"| {fmt_s(two / slots)} |"
+            f"| {fmt_s(two / slots)} | {counts[name]} |"
         )
     r = results[1]
     print(

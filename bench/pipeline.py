@@ -10,46 +10,22 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
-import platform
-import statistics
 import tempfile
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from benchlib import machine, timed
 from metrocloud.cloud.cluster import Cluster
 from metrocloud.core.clock import READINGS_PER_DAY
 from metrocloud.fhe.context import CustomerKeyPair, Encryptor, deserialize_ciphertext
 from metrocloud.fhe.evaluator import Evaluator
 from metrocloud.fhe.packing import SlotLayout
+from metrocloud.tariffs import PROGRAMS
 from metrocloud.testbed.pipeline import Pipeline, PipelineConfig
 
 
-def machine() -> str:
-    cpu = "unknown CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{os.cpu_count()} cores, {cpu}, Python {platform.python_version()}"
-
-
-def timed(fn: Callable[[], Any], repeat: int = 5) -> float:
-    """Median seconds of ``repeat`` calls."""
-    samples = []
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        fn()
-        samples.append(time.perf_counter() - t0)
-    return statistics.median(samples)
-
-
-def pipeline_run(meters: int, days: int) -> dict[str, float]:
+def pipeline_run(meters: int, days: int, tariff: str) -> dict[str, float]:
     out: dict[str, float] = {}
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.perf_counter()
@@ -59,7 +35,7 @@ def pipeline_run(meters: int, days: int) -> dict[str, float]:
         try:
 
             async def go() -> None:
-                p = Pipeline(cluster, PipelineConfig(meters=meters, days=days))
+                p = Pipeline(cluster, PipelineConfig(meters=meters, days=days, tariff=tariff))
                 t = time.perf_counter()
                 p.provision()
                 await p.register_keys()
@@ -85,8 +61,8 @@ def pipeline_run(meters: int, days: int) -> dict[str, float]:
     return out
 
 
-def fhe_steps(days: int) -> dict[str, float]:
-    config = PipelineConfig(meters=1, days=days)
+def fhe_steps(days: int, tariff: str) -> dict[str, float]:
+    config = PipelineConfig(meters=1, days=days, tariff=tariff)
     program = config.program()
     params = config.params
     layout = SlotLayout.for_intervals(params, READINGS_PER_DAY)
@@ -95,37 +71,44 @@ def fhe_steps(days: int) -> dict[str, float]:
     slots = layout.pack("m-bench", [])
     ev = Evaluator(keys.context, params.slots)
     blob = enc.encrypt(slots)
-    ct = deserialize_ciphertext(blob, params, keys.key_tag)
-    partials = [program.evaluate(ev, ct, layout, 0) for _ in range(days)]
+    first = config.period.start
+
+    def evaluate() -> Any:
+        ct = deserialize_ciphertext(blob, params, keys.key_tag)
+        return program.evaluate(ev, ct, layout, first)
+
+    partials = [evaluate() for _ in range(days)]
     r = program.read_out(ev, partials, layout)
-    return {
-        "key generation per customer (s)": timed(
-            lambda: CustomerKeyPair.generate(params, program.rotation_steps(layout)), 3
+    steps = program.rotation_steps(layout)
+    seconds = {
+        "key generation per customer (s)": lambda: CustomerKeyPair.generate(params, steps),
+        "gateway: encrypt one meter-day, c and c' (ms)": lambda: enc.encrypt(slots),
+        "legal: deserialize + evaluate one meter-day, c and c' (ms)": evaluate,
+        f"legal: read-out of a {days}-day period, r and r' (ms)": lambda: program.read_out(
+            ev, partials, layout
         ),
-        "rotation keys per customer (MB)": len(keys.rotation_keys_bytes()) / 1e6,
-        "gateway: encrypt one meter-day, c and c' (ms)": 2e3 * timed(lambda: enc.encrypt(slots)),
-        "ciphertext size (kB)": len(blob) / 1e3,
-        "legal: deserialize + evaluate one meter-day, c and c' (ms)": 2e3
-        * timed(
-            lambda: program.evaluate(
-                ev, deserialize_ciphertext(blob, params, keys.key_tag), layout, 0
-            )
-        ),
-        f"legal: read-out of a {days}-day month, r and r' (ms)": 2e3
-        * timed(lambda: program.read_out(ev, partials, layout)),
-        "receiver: decrypt r and r' (ms)": 2e3 * timed(lambda: keys.decrypt(r, params.slots)),
+        "receiver: decrypt r and r' (ms)": lambda: keys.decrypt(r, params.slots),
     }
+    out = {}
+    for name, fn in seconds.items():
+        median = timed(fn, 3 if "(s)" in name else 5)[0]
+        out[name] = median if "(s)" in name else 2e3 * median  # c and c' (r and r'): twice
+    out["rotation keys per customer (MB)"] = len(keys.rotation_keys_bytes()) / 1e6
+    out["rotation keys (count)"] = len(steps)
+    out["ciphertext size (kB)"] = len(blob) / 1e3
+    return out
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--meters", type=int, default=5)
     parser.add_argument("--days", type=int, default=30)
+    parser.add_argument("--tariff", default="taf1", choices=sorted(PROGRAMS))
     args = parser.parse_args()
     print(f"machine: {machine()}; OMP threads: legal 2, others 1\n")
-    print(f"## Pipeline, {args.meters} meters x {args.days} days, TAF 1\n")
+    print(f"## Pipeline, {args.meters} meters x {args.days} days, {args.tariff}\n")
     print("| stage | seconds |\n| --- | ---: |")
-    run = pipeline_run(args.meters, args.days)
+    run = pipeline_run(args.meters, args.days, args.tariff)
     for name, value in run.items():
         if name == "bytes per meter-day":
             continue
@@ -133,7 +116,7 @@ def main() -> None:
     print(f"\nbytes sent per meter-day (c and c' included): {run['bytes per meter-day']:,.0f}\n")
     print("## FHE steps (median, in-process)\n")
     print("| step | value |\n| --- | ---: |")
-    for name, value in fhe_steps(args.days).items():
+    for name, value in fhe_steps(args.days, args.tariff).items():
         print(f"| {name} | {value:,.2f} |")
 
 

@@ -41,10 +41,47 @@ On inputs that already have a depth, an operation adds its depth to the largest 
 depth (``mul`` of depths 2 and 3 has depth 4). :func:`depth_of` returns these numbers and
 ``tests/fhe/test_fhe_arith.py`` checks them against :class:`SimulatedContext`.
 
-Parameter findings (measured on this project's machine kind: 2 cores, AMD EPYC, Python
-3.10, openfhe 1.6.1, BFV, HPSPOVERQ, HEStd_128_classic)
-------------------------------------------------------------------------------------------
-See :data:`PARAMETER_FINDINGS` below; ``bench/arith.py`` measures the timings again.
+Parameter findings
+------------------
+Measured on this project's machine kind (2 cores, AMD EPYC, Python 3.10.13, openfhe
+1.6.1.0.22.4; BFV, HPSPOVERQ, HEStd_128_classic) with ``python bench/arith.py --params``:
+``ge_plain`` over 13 bits (depth 4), then indicator x value (ct x ct, depth 5), then a
+non-constant plaintext mask (depth 6), every slot checked, every 13-bit value, thresholds
+1, 2500, 4095, 5000, 8191. "Slack": further products with a fresh encryption of 1 that still
+decrypt right. Times for 1 thread.
+
+=====  =====  ========  ======  ==========  ======================  =====  ==========  ========
+N      depth  t         log2 Q  ciphertext  decrypts right after    slack  ct x ct     ge_plain
+=====  =====  ========  ======  ==========  ======================  =====  ==========  ========
+8192   2      2^40      180     0.39 MB     nothing (fails at ge)   -      9.7 ms      0.15 s
+8192   3      2^40      refused: the security level needs N = 16384
+8192   3      65537     180     0.39 MB     ge only                 -      9.5 ms      0.15 s
+16384  4      2^40      300     1.31 MB     ge only                 -      36 ms       0.55 s
+16384  5      2^40      360     1.57 MB     ge, x value             -      46 ms       0.72 s
+16384  6      2^40      420     1.84 MB     all three               1      57-75 ms    0.89 s
+16384  7      2^40      refused: the security level needs N = 32768
+16384  4      65537     240     1.05 MB     all three               0      29 ms       0.44 s
+16384  5      2^30      300     1.31 MB     ge, x value             -      37 ms       0.55 s
+16384  6      2^30      360     1.57 MB     all three               1      56 ms       0.71 s
+=====  =====  ========  ======  ==========  ======================  =====  ==========  ========
+
+(2^40 is the default t = 1,099,511,922,689; 2^30 is 1,073,872,897; both prime, 1 mod 32768.)
+
+* The smallest set for the circuit with the default t is **N = 16384, depth 6**
+  (:data:`COMPARISON_PARAMETERS`): OpenFHE's depth is spent exactly, one level per stage as
+  counted here (a mask is a level), with one spare ct x ct level; N = 32768 is not needed,
+  but depth 6 is the most N = 16384 allows at t = 2^40, so nothing deeper fits there. A
+  32-bit ``ge`` of two encrypted values (depth 6) decrypts right on it with no level to spare.
+* No t makes N = 8192 work: at 128-bit security it allows Q = 180 bits (depth 2-3), and even
+  t = 65537 only gets through the comparator. A smaller t shortens the chain at N = 16384:
+  2^30 needs the same depth 6 (15 % smaller ciphertexts, about 20 % faster), 65537 only depth 4
+  (half the time and 57 % of the size), but neither holds a bill (~1e12); 2^30 still holds
+  a month's energy (14.4e6).
+* ``bench/arith.py`` (N = 16384, depth 6, t = 2^40), 1 / 2 threads (OMP_NUM_THREADS):
+  ct x ct 58 / 32 ms, plaintext mask 7.1 / 6.2 ms, add 0.23 / 0.16 ms, ``ge_plain`` 13 bits
+  (14 products) 0.94 / 0.48 s, ``ge`` of two 32-bit values (89 products) 5.5 / 3.1 s,
+  key generation with the relinearization key 0.1 s, encryption 25 ms per ciphertext.
+  Two threads are run-to-run noisy on this 2-core machine when other work shares it.
 """
 
 from __future__ import annotations
@@ -53,17 +90,16 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from metrocloud.fhe.params import FheParameters
+
 Ciphertext = Any  # an openfhe.Ciphertext, or a SimulatedCiphertext
 Operand = Any  # a Ciphertext or a plain int (mux, demux)
 
 MAX_DIV_FLOOR_THRESHOLDS = 64
 """``div_floor_plain`` compares with ``max_value // d`` thresholds; it refuses more."""
 
-PARAMETER_FINDINGS = """
-Circuit: ge_plain over 13 bits (depth 4), then indicator x value (ct x ct, depth 5), then a
-non-constant plaintext mask (depth 6 by the convention above).  Filled in from
-bench/arith.py --params; see the module docstring.
-"""
+COMPARISON_PARAMETERS = FheParameters(multiplicative_depth=6, ring_dimension=16384)
+"""The smallest BFV set found for a 13-bit comparison, x value, x mask (default t)."""
 
 
 def log_depth(n: int) -> int:
@@ -80,14 +116,23 @@ def depth_of(op: str, n_bits: int = 1, threshold: int | None = None) -> int:
 
     ``n_bits`` is the number of factors for ``product``, the number of bits for comparisons;
     ``threshold`` refines ``ge_plain`` / ``lt_plain`` (trailing zero bits of the threshold
-    cost nothing, constant answers cost no depth).
+    cost nothing, constant answers cost no depth). ``mul_plain`` is a constant factor,
+    ``mul_plain_vector`` a mask. For ``ge_plain_many`` and ``div_floor_plain`` the value is
+    the bound ``ceil(log2 n)``; their thresholds may need less.
     """
-    if op in {"add", "sub", "neg", "add_plain", "from_bits", "not_", "div_exact_plain"}:
+    if op in {
+        "add",
+        "sub",
+        "neg",
+        "add_plain",
+        "mul_plain",
+        "from_bits",
+        "not_",
+        "div_exact_plain",
+    }:
         return 0
     if op in {"mul", "square", "and_", "or_", "xor", "mux", "demux", "mul_plain_vector"}:
         return 1
-    if op == "mul_plain":
-        return 0
     if op == "product":
         return log_depth(n_bits)
     if op in {"ge_plain", "lt_plain"}:
@@ -415,12 +460,16 @@ class Arith:
         return self.sub(self.add(a, b), self.mul_plain(self.mul(a, b), 2))
 
     def from_bits(self, bits: Sequence[Ciphertext]) -> Ciphertext:
-        """``sum 2^j * bits[j]`` (depth 0; the noise of bit j grows by ``2^j``)."""
+        """``sum 2^j * bits[j]`` (depth 0; the noise of bit j grows by ``2^j``).
+
+        Horner's rule with additions only (``acc + acc + b``): 2(n-1) additions, no
+        plaintext multiplications.
+        """
         if not bits:
             raise ValueError("no bits")
-        acc = bits[0]
-        for j, b in enumerate(bits[1:], start=1):
-            acc = self.add(acc, self.mul_plain(b, 1 << j))
+        acc = bits[-1]
+        for b in reversed(bits[:-1]):
+            acc = self.add(self.add(acc, acc), b)
         return acc
 
     # -- comparisons with plaintext thresholds ------------------------------------------------
@@ -675,6 +724,9 @@ class SimulatedCiphertext:
 
 class SimulatedContext:
     """Enough of an OpenFHE crypto context for :class:`Arith`, computing on plain lanes.
+
+    Its methods carry OpenFHE's names (``EvalMult``, ``MakePackedPlaintext``, ...) so that
+    :class:`Arith` runs on it unchanged; ``encrypt`` and ``decrypt`` stand in for the keys.
 
     It follows the depth convention of this module: a ciphertext product and a mask (a
     non-constant plaintext vector) each add one level, constants none. ``ct_mults`` and
