@@ -21,7 +21,6 @@ from metrocloud.core.clock import READINGS_PER_DAY
 from metrocloud.fhe.context import CustomerKeyPair, Encryptor, deserialize_ciphertext
 from metrocloud.fhe.evaluator import Evaluator
 from metrocloud.fhe.packing import SlotLayout
-from metrocloud.tariffs import PROGRAMS
 from metrocloud.testbed.pipeline import Pipeline, PipelineConfig
 
 
@@ -64,9 +63,9 @@ def pipeline_run(meters: int, days: int, tariff: str) -> dict[str, float]:
 def fhe_steps(days: int, tariff: str) -> dict[str, float]:
     config = PipelineConfig(meters=1, days=days, tariff=tariff)
     program = config.program()
-    params = config.params
+    params = program.params
     layout = SlotLayout.for_intervals(params, READINGS_PER_DAY)
-    keys = CustomerKeyPair.generate(params, program.rotation_steps(layout))
+    keys = CustomerKeyPair.for_program(program, layout.block)
     enc = Encryptor(params, keys.context, keys.public_key)
     slots = layout.pack("m-bench", [])
     ev = Evaluator(keys.context, params.slots)
@@ -75,17 +74,17 @@ def fhe_steps(days: int, tariff: str) -> dict[str, float]:
 
     def evaluate() -> Any:
         ct = deserialize_ciphertext(blob, params, keys.key_tag)
-        return program.evaluate(ev, ct, layout, first)
+        return program.evaluate(ev, [ct], layout.block, first)
 
     partials = [evaluate() for _ in range(days)]
-    r = program.read_out(ev, partials, layout)
-    steps = program.rotation_steps(layout)
+    (r,) = program.read_out(ev, partials, layout.block)
+    steps = program.rotation_steps(layout.block)
     seconds = {
         "key generation per customer (s)": lambda: CustomerKeyPair.generate(params, steps),
         "gateway: encrypt one meter-day, c and c' (ms)": lambda: enc.encrypt(slots),
         "legal: deserialize + evaluate one meter-day, c and c' (ms)": evaluate,
         f"legal: read-out of a {days}-day period, r and r' (ms)": lambda: program.read_out(
-            ev, partials, layout
+            ev, partials, layout.block
         ),
         "receiver: decrypt r and r' (ms)": lambda: keys.decrypt(r, params.slots),
     }
@@ -103,7 +102,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--meters", type=int, default=5)
     parser.add_argument("--days", type=int, default=30)
-    parser.add_argument("--tariff", default="taf1", choices=sorted(PROGRAMS))
+    parser.add_argument(
+        "--tariff", default="taf1", choices=["taf1", "taf2"]
+    )  # TAF 3, 4: tariffs.py
     args = parser.parse_args()
     print(f"machine: {machine()}; OMP threads: legal 2, others 1\n")
     print(f"## Pipeline, {args.meters} meters x {args.days} days, {args.tariff}\n")

@@ -40,8 +40,8 @@ SAMPLES: list[Message] = [
         parameters_id="bfv-0123456789abcdef",
         key_tag="a" * 64,
         sent_at=NOW,
-        c=b"\x00\x01ciphertext" * 10,
-        c_dup=b"\xff" * 33,
+        c=[b"\x00\x01ciphertext" * 10, b"second"],
+        c_dup=[b"\xff" * 33, b"second'"],
     ),
     PeriodClose(
         gateway="gw-0001",
@@ -63,7 +63,10 @@ SAMPLES: list[Message] = [
         key_tag="b" * 64,
         context=b"ctx",
         public_key=b"pk",
-        rotation_keys=b"",
+        evaluation_keys=b"keys",
+        digest="2" * 64,
+        part=0,
+        parts=1,
         sent_at=NOW,
     ),
     VerificationReport(
@@ -85,8 +88,8 @@ SAMPLES: list[Message] = [
         registers=1,
         block=128,
         parameters_id="bfv-0123456789abcdef",
-        r=b"r" * 100,
-        r_dup=b"r'" * 50,
+        r=[b"r" * 100],
+        r_dup=[b"r'" * 50],
         computed_at=NOW,
     ),
     DisplayRequest(customer="c-0001", meter="m-0001", period_id="210529-213505", sent_at=NOW),
@@ -143,6 +146,7 @@ WRONG_VALUES: dict[str, list[Any]] = {
     "int": ["1", 1.0, None, b"\x01", True, False],
     "bytes": ["text", 1, None, [1, 2]],
     "dict[str, Any]": [[], "x", 1, None],
+    "list[bytes]": [b"bytes", "text", None, [b"ok", "not bytes"], [1]],
 }
 
 

@@ -19,6 +19,7 @@ from metrocloud.fhe.params import DEFAULT_PARAMETERS
 from metrocloud.field.gateway import Gateway, derive_intervals, seal
 from metrocloud.field.meter import DEFAULT_ORIGIN_INDEX, Meter, MeterConfig, MeterStatus, Reading
 from metrocloud.pki import Identity, IdentityStore, Role, verify_certificate, verify_signature
+from metrocloud.tariffs.taf1 import Taf1
 
 P = DEFAULT_PARAMETERS
 ERR = MeterStatus.ERROR
@@ -132,8 +133,9 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     keys = CustomerKeyPair.generate(P, [])
     enc = Encryptor(P, keys.context, keys.public_key)
     gw = Gateway("gw-0001", identity, readings_per_transmission=PER_TX)
-    gw.attach(Meter(MeterConfig("m-0001", seed=1, error_probability=0.05)), "c-0001", enc)
-    gw.attach(Meter(MeterConfig("m-0002", seed=2, profile="commercial")), "c-0002", enc)
+    taf1 = Taf1(P, {"price_mct_per_kwh": 32_000})
+    gw.attach(Meter(MeterConfig("m-0001", seed=1, error_probability=0.05)), "c-0001", enc, taf1)
+    gw.attach(Meter(MeterConfig("m-0002", seed=2, profile="commercial")), "c-0002", enc, taf1)
     start = BillingPeriod.days(FIRST_DAY, 1).start
     period = BillingPeriod(start, start + 2 * PER_TX + 16)  # chunks of 32, 32, 16
     layout = SlotLayout.for_intervals(P, PER_TX)
@@ -158,7 +160,8 @@ def test_transmissions_are_two_encryptions_of_the_packed_intervals(world: World)
         intervals = world.gateway.intervals("m-0001", first, count)
         assert [iv.index for iv in intervals] == list(range(first, first + count))
         expected = world.layout.pack("m-0001", intervals)
-        for blob in (tx.c, tx.c_dup):
+        assert len(tx.c) == len(tx.c_dup) == 1  # TAF 1: one ciphertext per copy
+        for blob in (*tx.c, *tx.c_dup):
             ct = deserialize_ciphertext(blob, P, world.keys.key_tag)
             assert world.keys.decrypt(ct, world.layout.used_slots) == expected
 
@@ -181,7 +184,12 @@ def test_period_close(world: World) -> None:
 
 def test_period_close_of_a_month_of_days(world: World) -> None:
     gw = Gateway("gw-0001", world.identity)  # default: a day per transmission
-    gw.attach(Meter(MeterConfig("m-0003", seed=3)), "c-0003", world.enc)
+    gw.attach(
+        Meter(MeterConfig("m-0003", seed=3)),
+        "c-0003",
+        world.enc,
+        Taf1(P, {"price_mct_per_kwh": 32_000}),
+    )
     month = BillingPeriod.days(FIRST_DAY, 31)
     close = gw.period_close("m-0003", month)
     assert close.transmissions == 31
@@ -208,7 +216,7 @@ def test_uploads_are_signed_envelopes(world: World) -> None:
     # Each upload decrypts to the same slots as a direct transmission.
     first, count = world.period.chunks(PER_TX)[1]
     expected = world.layout.pack("m-0001", world.gateway.intervals("m-0001", first, count))
-    ct = deserialize_ciphertext(txs[1].c_dup, P, world.keys.key_tag)
+    ct = deserialize_ciphertext(txs[1].c_dup[0], P, world.keys.key_tag)
     assert world.keys.decrypt(ct, world.layout.used_slots) == expected
 
 

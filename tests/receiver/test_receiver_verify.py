@@ -60,11 +60,12 @@ class World:
     r_dup: bytes
 
     def read_out(self, cts: Sequence[Any]) -> bytes:
-        return serialize(self.prog.read_out(self.ev, self.partials(self.prog, cts), self.layout))
+        (r,) = self.prog.read_out(self.ev, self.partials(self.prog, cts), self.layout.block)
+        return serialize(r)
 
     def partials(self, prog: Taf1, cts: Sequence[Any]) -> list[Any]:
         # TAF 1 puts every quarter hour in its one register: the time does not matter
-        return [prog.evaluate(self.ev, ct, self.layout, 0) for ct in cts]
+        return [prog.evaluate(self.ev, [ct], self.layout.block, 0) for ct in cts]
 
     def result(self, r: bytes, r_dup: bytes, **changes: Any) -> TariffResult:
         base = TariffResult(
@@ -78,8 +79,8 @@ class World:
             registers=self.prog.tariff_registers,
             block=self.layout.block,
             parameters_id=P.parameters_id,
-            r=r,
-            r_dup=r_dup,
+            r=[r],
+            r_dup=[r_dup],
             computed_at="2026-02-01T00:00:00+00:00",
         )
         return dataclasses.replace(base, **changes)
@@ -88,7 +89,9 @@ class World:
         return seal(signer or self.legal, self.result(r, r_dup, **kw))
 
     def check(self, envelope: bytes, meter: str = METER, period: BillingPeriod = PERIOD) -> Any:
-        return check_result(envelope, self.keys, self.anchor, meter_id=meter, period=period)
+        return check_result(
+            envelope, self.keys, self.anchor, meter_id=meter, period=period, contract=self.prog
+        )
 
 
 def make_intervals(start: int, count: int) -> list[Interval]:
@@ -106,8 +109,8 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     foreign = IdentityStore(base / "other-pki")
     prog = Taf1(P, {"price_mct_per_kwh": PRICE})
     layout = SlotLayout.for_intervals(P, 96)
-    keys = CustomerKeyPair.generate(P, prog.rotation_steps(layout))
-    other_keys = CustomerKeyPair.generate(P, prog.rotation_steps(layout))
+    keys = CustomerKeyPair.generate(P, prog.rotation_steps(layout.block))
+    other_keys = CustomerKeyPair.generate(P, prog.rotation_steps(layout.block))
     enc = Encryptor(P, keys.context, keys.public_key)
 
     def encrypt(meter: str, ivs: list[Interval]) -> Any:
@@ -154,7 +157,7 @@ def test_honest_result_is_verified(world: World) -> None:
     assert verdict.registers == world.prog.reference(METER, flat)
     assert verdict.registers is not None and verdict.registers.consistent
     assert verdict.registers.error_register_wh > 0  # the period really has error intervals
-    assert verdict.result is not None and verdict.result.r == world.r
+    assert verdict.result is not None and verdict.result.r == [world.r]
 
 
 def test_result_with_r_equal_r_dup_is_still_verified(world: World) -> None:
@@ -353,7 +356,8 @@ def test_the_contract_tariff_and_prices_are_checked(world: World) -> None:
     dearer = Taf1(P, {"price_mct_per_kwh": PRICE + 1_000})
 
     def read_out(prog: Taf1, cts: Sequence[Any]) -> bytes:
-        return serialize(prog.read_out(world.ev, world.partials(prog, cts), world.layout))
+        (r,) = prog.read_out(world.ev, world.partials(prog, cts), world.layout.block)
+        return serialize(r)
 
     r, r_dup = read_out(dearer, world.c), read_out(dearer, world.c_dup)
     # declared honestly: the configuration digest gives it away
@@ -370,5 +374,8 @@ def test_the_contract_tariff_and_prices_are_checked(world: World) -> None:
         disguised, world.keys, world.anchor, meter_id=METER, period=PERIOD, contract=contract
     )
     assert not verdict.verified and "contract's prices" in verdict.reason
-    # without the contract the same manipulation is consistent: it needs the authority's checks
-    assert check_result(disguised, world.keys, world.anchor, meter_id=METER, period=PERIOD).verified
+    # a receiver whose contract had the dearer price would accept it: a consistent
+    # manipulation of the program itself is what the authority's functionality checks catch
+    assert check_result(
+        declared, world.keys, world.anchor, meter_id=METER, period=PERIOD, contract=dearer
+    ).verified

@@ -79,7 +79,7 @@ def _reencrypted(tx: Transmission, params: FheParameters) -> Transmission:
     """``tx`` with c and c' (distinct) encrypted under a fresh key pair of ``params``."""
     keys = CustomerKeyPair.generate(params, ())
     enc = Encryptor(params, keys.context, keys.public_key)
-    return dataclasses.replace(tx, c=enc.encrypt([1, 2, 3]), c_dup=enc.encrypt([1, 2, 3]))
+    return dataclasses.replace(tx, c=[enc.encrypt([1, 2, 3])], c_dup=[enc.encrypt([1, 2, 3])])
 
 
 def _flip(data: bytes, at: int) -> bytes:
@@ -114,7 +114,7 @@ def build_bad_messages(pipeline: Pipeline, accepted: bytes, other_pki: Path) -> 
     other = Envelope.decode(seal(ident, tx("m-0002", 0)))
     sealed_valid = seal(ident, tx("m-0002", 1))
     padded = tx("m-0002", 1)
-    padded = dataclasses.replace(padded, c_dup=padded.c_dup + bytes(MAX_UPLOAD_BYTES))
+    padded = dataclasses.replace(padded, c_dup=[padded.c_dup[0] + bytes(MAX_UPLOAD_BYTES)])
     alien_params = FheParameters(ring_dimension=16384)
     twin = tx("m-0002", 1)
     return {
@@ -144,7 +144,7 @@ def build_bad_messages(pipeline: Pipeline, accepted: bytes, other_pki: Path) -> 
         "identical-c-and-c-dup": seal(ident, dataclasses.replace(twin, c_dup=twin.c)),
         # OpenFHE segfaults on this header byte; ingress parses in a worker it can lose
         "ciphertext-that-crashes-the-parser": seal(
-            ident, dataclasses.replace(twin, c_dup=_flip(twin.c_dup, PARSER_CRASH_BYTE))
+            ident, dataclasses.replace(twin, c_dup=[_flip(twin.c_dup[0], PARSER_CRASH_BYTE)])
         ),
     }
 

@@ -126,13 +126,14 @@ def test_mark_result_computed_is_idempotent(store: SQLiteStore) -> None:
 
 
 def test_key_registration_is_idempotent(store: SQLiteStore) -> None:
-    assert store.key_registration("c-1") is None
-    assert store.insert_key_registration("c-1", "tag-1", b"env-1") is True
-    assert store.insert_key_registration("c-1", "tag-1", b"env-1b") is False
-    assert store.key_registration("c-1") == b"env-1"
-    assert store.insert_key_registration("c-1", "tag-2", b"env-2") is True
-    assert store.key_registration("c-1") == b"env-2"  # the latest key
-    assert store.key_registration("c-2") is None
+    assert store.key_registration("c-1") == []
+    assert store.insert_key_registration("c-1", "tag-1", 1, b"env-1.1") is True
+    assert store.insert_key_registration("c-1", "tag-1", 0, b"env-1.0") is True
+    assert store.insert_key_registration("c-1", "tag-1", 0, b"env-1b") is False
+    assert store.key_registration("c-1") == [b"env-1.0", b"env-1.1"]  # parts in order
+    assert store.insert_key_registration("c-1", "tag-2", 0, b"env-2") is True
+    assert store.key_registration("c-1") == [b"env-2"]  # the latest key
+    assert store.key_registration("c-2") == []
 
 
 def test_insert_reading_is_idempotent_and_ordered(store: SQLiteStore) -> None:

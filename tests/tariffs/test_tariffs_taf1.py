@@ -141,7 +141,7 @@ def test_config_digest() -> None:
 def test_rotation_steps_cover_the_read_out() -> None:
     prog = Taf1(P, {"price_mct_per_kwh": PRICE})
     layout = SlotLayout.for_intervals(P, PER_TX)
-    steps = prog.rotation_steps(layout)
+    steps = prog.rotation_steps(layout.block)
     assert set(layout.blocksum_steps()) <= steps
     assert 0 not in steps
     assert len(steps) <= 12  # only what the evaluation uses
@@ -177,10 +177,10 @@ class World:
     def billed(self, meter: str, transmissions: Sequence[Sequence[Interval]]) -> RegisterSet:
         cts = [self.encrypt(meter, tx) for tx in transmissions]
         partials = [
-            self.prog.evaluate(self.ev, ct, self.layout, tx[0].index if tx else 0)
+            self.prog.evaluate(self.ev, [ct], self.layout.block, tx[0].index if tx else 0)
             for ct, tx in zip(cts, transmissions, strict=True)
         ]
-        r = self.prog.read_out(self.ev, partials, self.layout)
+        (r,) = self.prog.read_out(self.ev, partials, self.layout.block)
         out = self.prog.result_layout(self.layout)
         return out.decode(self.keys.decrypt(r, out.length))
 
@@ -189,7 +189,7 @@ class World:
 def world() -> Iterator[World]:
     prog = Taf1(P, {"price_mct_per_kwh": PRICE})
     layout = SlotLayout.for_intervals(P, PER_TX)
-    keys = CustomerKeyPair.generate(P, prog.rotation_steps(layout))
+    keys = CustomerKeyPair.generate(P, prog.rotation_steps(layout.block))
     enc = Encryptor(P, keys.context, keys.public_key)
     yield World(prog, keys, enc, Evaluator(keys.context, P.slots), layout)
 
@@ -244,7 +244,7 @@ def test_full_month_at_the_maximum_is_exact_below_t() -> None:
     """31 days of 96 intervals, every one at 5000 Wh, at the highest price TAF1 accepts."""
     prog = Taf1(P, {"price_mct_per_kwh": MAX_PRICE})
     layout = SlotLayout.for_intervals(P, PER_TX)
-    keys = CustomerKeyPair.generate(P, prog.rotation_steps(layout))
+    keys = CustomerKeyPair.generate(P, prog.rotation_steps(layout.block))
     w = World(
         prog,
         keys,

@@ -89,7 +89,7 @@ class Engine:
     def __init__(self) -> None:
         self.prog = Taf2(P, CONFIG)
         self.layout = SlotLayout.for_intervals(P, 96)
-        self.keys = CustomerKeyPair.generate(P, self.prog.rotation_steps(self.layout))
+        self.keys = CustomerKeyPair.generate(P, self.prog.rotation_steps(self.layout.block))
         self.enc = Encryptor(P, self.keys.context, self.keys.public_key)
         self.ev = Evaluator(self.keys.context, P.slots)
 
@@ -98,8 +98,8 @@ class Engine:
         for day in days:
             blob = self.enc.encrypt(self.layout.pack("m-1", day))
             ct = deserialize_ciphertext(blob, P, self.keys.key_tag)
-            partials.append(self.prog.evaluate(self.ev, ct, self.layout, day[0].index))
-        r = self.prog.read_out(self.ev, partials, self.layout)
+            partials.append(self.prog.evaluate(self.ev, [ct], self.layout.block, day[0].index))
+        (r,) = self.prog.read_out(self.ev, partials, self.layout.block)
         out = self.prog.result_layout(self.layout)
         return out.decode(self.keys.decrypt(r, out.length))
 

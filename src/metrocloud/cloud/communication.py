@@ -29,8 +29,11 @@ from metrocloud.pki import Role, verify_certificate, verify_signature
 from metrocloud.pki.validate import subject_common_name
 from metrocloud.store import CustomerKeyRecord, Flag
 
-MAX_UPLOAD_BYTES = 4 * 1024 * 1024
-MAX_REGISTRATION_BYTES = 24 * 1024 * 1024
+# A month of a comparison tariff is a few dozen MB; the broker's limit is 32 MiB.
+MAX_UPLOAD_BYTES = 30 * 1024 * 1024
+MAX_REGISTRATION_BYTES = 30 * 1024 * 1024
+MAX_CIPHERTEXTS = 16
+MAX_KEY_PARTS = 64
 MAX_CLOCK_SKEW = timedelta(minutes=10)
 # A message that depends on one not yet seen (an upload before its customer's key
 # registration, which a crash may have put back in the queue) waits this long.
@@ -165,9 +168,11 @@ class Communication(Service):
                 f"message names {tx.parameters_id}/{tx.key_tag[:12]}…, customer registered "
                 f"{params.parameters_id}/{key.key_tag[:12]}…",
             )
-        if tx.c == tx.c_dup:
+        if not tx.c or len(tx.c) != len(tx.c_dup) or len(tx.c) > MAX_CIPHERTEXTS:
+            raise Rejected("malformed-message", f"{len(tx.c)} and {len(tx.c_dup)} ciphertexts")
+        if any(a == b for a, b in zip(tx.c, tx.c_dup, strict=True)):
             raise Rejected("integrity-protocol", "c and c' are the same ciphertext")
-        await self.inspector.ciphertexts([tx.c, tx.c_dup], key.parameters, key.key_tag)
+        await self.inspector.ciphertexts([*tx.c, *tx.c_dup], key.parameters, key.key_tag)
         slot = f"reading:{tx.first_index}"
         digest = self.check_replay(msg, env, tx.meter, slot, f"readings from {tx.first_index}")
         await self.publish(f"legal.in.reading.{tx.meter}", msg.data, digest.hex())
@@ -202,26 +207,51 @@ class Communication(Service):
 
     # -- from receivers ---------------------------------------------------------------------
     async def registration(self, msg: Msg) -> None:
+        """One part of a key registration; the whole is checked when the last part is in."""
         env, customer = self.open_envelope(msg.data, MAX_REGISTRATION_BYTES, Role.RECEIVER)
         reg = KeyRegistration.decode(env.body)
         if reg.customer != customer:
             raise Rejected("customer-mismatch", f"signed by {customer}, body claims {reg.customer}")
         check_fresh(reg.sent_at, datetime.now(timezone.utc))
+        if not 0 <= reg.part < reg.parts <= MAX_KEY_PARTS:
+            raise Rejected("malformed-message", f"part {reg.part} of {reg.parts}")
         try:
             params = FheParameters.from_dict(reg.parameters)
         except (KeyError, ValueError) as exc:
             raise Rejected("unsupported-parameters", str(exc)) from None
+        self.store.add_key_part(customer, reg.key_tag, reg.part, msg.data)
+        stored = self.store.key_parts(customer, reg.key_tag)
+        if len(stored) < reg.parts:
+            return  # more parts to come
+        parts = [KeyRegistration.decode(Envelope.decode(raw).body) for raw in stored]
+        if any(
+            (p.parts, p.digest, p.context, p.parameters)
+            != (reg.parts, reg.digest, reg.context, reg.parameters)
+            for p in parts
+        ):
+            raise Rejected("malformed-message", "the parts of the key registration disagree")
+        blob = b"".join(p.evaluation_keys for p in parts)
+        if hashlib.sha256(blob).hexdigest() != reg.digest:
+            raise Rejected("malformed-evaluation-keys", "the parts do not add up to the digest")
         await self.inspector.registration(
-            reg.context, reg.public_key, reg.rotation_keys, params.to_dict(), reg.key_tag
+            parts[0].context, parts[0].public_key, blob, params.to_dict(), reg.key_tag
         )
         # Ingress's own record first: uploads that follow may pass as soon as it is there;
-        # legal waits until storage has the keys themselves.
+        # legal waits until storage has every part of the keys.
         self.store.set_customer_key(CustomerKeyRecord(customer, reg.key_tag, params.to_dict()))
-        await self.publish(f"legal.keys.{customer}", msg.data, f"keys-{customer}-{reg.key_tag}")
+        for part, raw in enumerate(stored):
+            await self.publish(
+                f"legal.keys.{customer}", raw, f"keys-{customer}-{reg.key_tag}-{part}"
+            )
         await self.log(
             EventKind.KEY_REGISTRATION,
             customer,
-            {"key_tag": reg.key_tag, "parameters": params.parameters_id, "bytes": len(msg.data)},
+            {
+                "key_tag": reg.key_tag,
+                "parameters": params.parameters_id,
+                "parts": reg.parts,
+                "bytes": sum(len(raw) for raw in stored),
+            },
             event_id=f"keys-{customer}-{reg.key_tag}",
         )
 

@@ -13,6 +13,7 @@ import hashlib
 import logging
 from typing import Any
 
+import msgpack
 from nats.aio.msg import Msg
 
 from metrocloud.cloud.runtime import Service
@@ -29,11 +30,10 @@ from metrocloud.fhe.context import (
     Ciphertext,
     deserialize_ciphertext,
     deserialize_context,
-    load_rotation_keys,
+    load_evaluation_keys,
     serialize,
 )
 from metrocloud.fhe.evaluator import Evaluator
-from metrocloud.fhe.packing import SlotLayout
 from metrocloud.fhe.params import FheParameters
 from metrocloud.field.gateway import now_iso, seal
 from metrocloud.tariffs import TariffProgram, load_program
@@ -60,6 +60,17 @@ class CustomerKeys:
     def load(self, blob: bytes) -> Ciphertext:
         return deserialize_ciphertext(blob, self.params, self.key_tag)
 
+    def load_all(self, blobs: list[bytes]) -> list[Ciphertext]:
+        return [self.load(b) for b in blobs]
+
+    def unpack(self, packed: bytes) -> list[Ciphertext]:
+        """A stored partial (several ciphertexts) back into ciphertexts."""
+        return self.load_all(msgpack.unpackb(packed))
+
+
+def pack_ciphertexts(cts: list[Ciphertext]) -> bytes:
+    return msgpack.packb([serialize(c) for c in cts], use_bin_type=True)
+
 
 class Legal(Service):
     name = "legal"
@@ -76,16 +87,20 @@ class Legal(Service):
         await self.consume("legal", self.handle, batch=1)
 
     def customer_keys(self, customer: str) -> CustomerKeys | None:
+        """The customer's evaluation context, once storage holds every key part."""
         if customer in self._keys:
             return self._keys[customer]
-        raw = self.store.key_registration(customer)
-        if raw is None:
+        stored = self.store.key_registration(customer)
+        if not stored:
             return None
-        reg = KeyRegistration.decode(Envelope.decode(raw).body)
-        params = FheParameters.from_dict(reg.parameters)
-        context = deserialize_context(reg.context)
-        load_rotation_keys(reg.rotation_keys)
-        keys = CustomerKeys(params, reg.key_tag, context)
+        parts = [KeyRegistration.decode(Envelope.decode(raw).body) for raw in stored]
+        if len(parts) < parts[0].parts:
+            return None  # the rest is on its way
+        first = parts[0]
+        params = FheParameters.from_dict(first.parameters)
+        context = deserialize_context(first.context)
+        load_evaluation_keys(b"".join(p.evaluation_keys for p in parts))
+        keys = CustomerKeys(params, first.key_tag, context)
         self._keys[customer] = keys
         return keys
 
@@ -116,13 +131,12 @@ class Legal(Service):
             await msg.nak(delay=RETRY_DELAY_S)
             return
         program = self.program(tx.meter, keys.params)
-        layout = SlotLayout(keys.params, tx.block)
         ev = keys.evaluator
-        partial = program.evaluate(ev, keys.load(tx.c), layout, tx.first_index)
+        partial = program.evaluate(ev, keys.load_all(tx.c), tx.block, tx.first_index)
         await msg.in_progress()
-        partial_dup = program.evaluate(ev, keys.load(tx.c_dup), layout, tx.first_index)
+        partial_dup = program.evaluate(ev, keys.load_all(tx.c_dup), tx.block, tx.first_index)
         self.store.insert_partial(
-            tx.meter, tx.period_id, tx.seq, serialize(partial), serialize(partial_dup)
+            tx.meter, tx.period_id, tx.seq, pack_ciphertexts(partial), pack_ciphertexts(partial_dup)
         )
         await self.log(
             EventKind.PROCESSING,
@@ -142,14 +156,13 @@ class Legal(Service):
             await msg.nak(delay=RETRY_DELAY_S)  # transmissions still in flight
             return
         program = self.program(close.meter, keys.params)
-        layout = SlotLayout(keys.params, close.block)
         ev = keys.evaluator
-        r = program.read_out(ev, [keys.load(p) for _, p, _ in partials], layout)
+        r = program.read_out(ev, [keys.unpack(p) for _, p, _ in partials], close.block)
         await msg.in_progress()
-        r_dup = program.read_out(ev, [keys.load(p) for _, _, p in partials], layout)
-        r_bytes, r_dup_bytes = serialize(r), serialize(r_dup)
+        r_dup = program.read_out(ev, [keys.unpack(p) for _, _, p in partials], close.block)
+        r_bytes, r_dup_bytes = [serialize(c) for c in r], [serialize(c) for c in r_dup]
         if self._flip_r_of == close.meter:
-            r_bytes = flip_bytes(r_bytes)
+            r_bytes[0] = flip_bytes(r_bytes[0])
         result = TariffResult(
             meter=close.meter,
             customer=close.customer,

@@ -41,12 +41,12 @@ class Storage(Service):
 
     async def keys(self, msg: Msg) -> None:
         reg = KeyRegistration.decode(Envelope.decode(msg.data).body)
-        if self.store.insert_key_registration(reg.customer, reg.key_tag, msg.data):
+        if self.store.insert_key_registration(reg.customer, reg.key_tag, reg.part, msg.data):
             await self.log(
                 EventKind.STORAGE,
                 reg.customer,
-                {"what": "key-registration", "key_tag": reg.key_tag},
-                event_id=f"stored-keys-{reg.customer}-{reg.key_tag}",
+                {"what": "key-registration", "key_tag": reg.key_tag, "part": reg.part},
+                event_id=f"stored-keys-{reg.customer}-{reg.key_tag}-{reg.part}",
             )
         await msg.ack()
 

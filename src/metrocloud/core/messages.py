@@ -29,6 +29,16 @@ def _decode(raw: bytes, what: str) -> Any:
         ) from None
 
 
+_SCALARS: dict[str, type] = {"str": str, "int": int, "bytes": bytes, "dict[str, Any]": dict}
+
+
+def _has_type(value: object, annotation: str) -> bool:
+    if annotation == "list[bytes]":
+        return isinstance(value, list) and all(isinstance(v, bytes) for v in value)
+    expected = _SCALARS.get(annotation)
+    return expected is None or (isinstance(value, expected) and not isinstance(value, bool))
+
+
 @dataclass(frozen=True)
 class Message:
     """Base of message bodies; ``kind`` names the type on the wire."""
@@ -50,12 +60,7 @@ class Message:
         values = {}
         for name, f in names.items():
             value = data[name]
-            expected = {"str": str, "int": int, "bytes": bytes, "dict[str, Any]": dict}.get(
-                str(f.type)
-            )
-            if expected is not None and (
-                not isinstance(value, expected) or isinstance(value, bool)
-            ):
+            if not _has_type(value, str(f.type)):
                 raise Rejected("malformed-message", f"{cls.kind}.{name} must be {f.type}")
             values[name] = value
         return cls(**values)
@@ -65,6 +70,8 @@ class Message:
 class Transmission(Message):
     """One transmission period of one meter: the integrity protocol's ``c`` and ``c'``.
 
+    ``c`` and ``c_dup`` are two independent encryptions of the same slot vectors (one
+    ciphertext for TAF 1 and 2, several for the comparison tariffs).
     ``first_index`` .. ``first_index + count - 1`` are the reading indices inside.
     The billing period is ``[period_start, period_end)`` in reading indices; ``seq`` counts
     transmissions within it from 0.
@@ -83,8 +90,8 @@ class Transmission(Message):
     parameters_id: str
     key_tag: str
     sent_at: str
-    c: bytes
-    c_dup: bytes
+    c: list[bytes]
+    c_dup: list[bytes]
 
     @property
     def period_id(self) -> str:
@@ -112,7 +119,12 @@ class PeriodClose(Message):
 
 @dataclass(frozen=True)
 class KeyRegistration(Message):
-    """A receiver registers its public key and the evaluation keys it hands out."""
+    """A receiver registers its public key and the evaluation keys it hands out.
+
+    Evaluation keys can be far larger than one message may be, so a registration travels in
+    ``parts`` parts; each carries a slice of the evaluation-key blob and the SHA-256
+    ``digest`` of the whole blob; part 0 also carries the public key.
+    """
 
     kind: ClassVar[str] = "key-registration"
     customer: str
@@ -120,7 +132,10 @@ class KeyRegistration(Message):
     key_tag: str
     context: bytes
     public_key: bytes
-    rotation_keys: bytes
+    evaluation_keys: bytes
+    digest: str
+    part: int
+    parts: int
     sent_at: str
 
 
@@ -152,8 +167,8 @@ class TariffResult(Message):
     registers: int
     block: int
     parameters_id: str
-    r: bytes
-    r_dup: bytes
+    r: list[bytes]
+    r_dup: list[bytes]
     computed_at: str
 
     @property

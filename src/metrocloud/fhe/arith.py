@@ -95,6 +95,7 @@ from metrocloud.fhe.params import FheParameters
 Ciphertext = Any  # an openfhe.Ciphertext, or a SimulatedCiphertext
 Operand = Any  # a Ciphertext or a plain int (mux, demux)
 
+FUSED_TOP_BITS = 14  # mul_ge_plain: top part small enough to take `value` without depth
 MAX_DIV_FLOOR_THRESHOLDS = 64
 """``div_floor_plain`` compares with ``max_value // d`` thresholds; it refuses more."""
 
@@ -497,6 +498,34 @@ class Arith:
         """
         comparator = _Comparator(self, bits)
         return [self.not_(lt) for lt in map(comparator.lt_plain, thresholds)]
+
+    def mul_ge_plain(
+        self, value: Ciphertext, bits: Sequence[Ciphertext], threshold: int
+    ) -> Ciphertext:
+        """``value * [x >= T]`` with the multiplication folded into the comparison.
+
+        ``value * [x >= T] = value - value * lt`` and, with the compared bits split into a
+        top part H of at most 14 bits and a bottom part B, ``value * lt = value * lt_H +
+        (value * eq_H) * lt_B``; ``value`` enters ``eq_H``'s product tree as a leaf with
+        room above it. Depth: ``max(L(|H|), L(|B|)) + 1`` for a ``value`` of depth <= 1 —
+        5 for 24 bits, where multiplying ``ge_plain`` by ``value`` would need 6.
+        """
+        comparator = _Comparator(self, bits)
+        n = comparator.n
+        if threshold <= 0:
+            return value
+        if threshold >= 1 << n:
+            return self.sub(value, value)
+        lo = _trailing_zeros(threshold)
+        mid = max(lo, n - FUSED_TOP_BITS) if n - lo > 1 else lo
+        lt_top = comparator.lt_range(threshold, mid, n)
+        lt_bottom = comparator.lt_range(threshold, lo, mid) if mid > lo else None
+        terms = [] if lt_top is None else [self.mul(value, lt_top)]
+        if lt_bottom is not None:
+            leaves = [comparator.eq_range(threshold, j, j + 1) for j in range(mid, n)]
+            terms.append(self.mul(self.product([*leaves, value]), lt_bottom))
+        below = terms[0] if len(terms) == 1 else self.add(terms[0], terms[1])
+        return self.sub(value, below)
 
     def eq_plain(self, bits: Sequence[Ciphertext], threshold: int) -> Ciphertext:
         """``[x == T]`` (depth ``ceil(log2 n)``; 0 when ``T`` is out of range)."""

@@ -11,6 +11,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import msgpack
 import openfhe as ofhe
 
 from metrocloud.core.errors import Rejected
@@ -107,6 +108,21 @@ def load_relinearization_key(data: bytes) -> None:
         raise Rejected("malformed-evaluation-keys", f"cannot parse the mult key: {exc}") from None
 
 
+def load_evaluation_keys(blob: bytes) -> None:
+    """Install a receiver's evaluation keys (:meth:`CustomerKeyPair.evaluation_keys_bytes`)."""
+    try:
+        keys = msgpack.unpackb(blob, raw=False)
+        automorphism, mult = keys["automorphism"], keys["mult"]
+    except (ValueError, KeyError, TypeError, msgpack.ExtraData) as exc:
+        raise Rejected("malformed-evaluation-keys", f"not an evaluation key blob: {exc}") from None
+    if not isinstance(automorphism, bytes) or not isinstance(mult, bytes):
+        raise Rejected("malformed-evaluation-keys", "evaluation keys must be byte strings")
+    if automorphism:
+        load_rotation_keys(automorphism)
+    if mult:
+        load_relinearization_key(mult)
+
+
 @dataclass
 class CustomerKeyPair:
     """A customer's FHE key pair. Lives only in the receiver (the secure display)."""
@@ -121,18 +137,46 @@ class CustomerKeyPair:
 
     @classmethod
     def generate(
-        cls, params: FheParameters, rotation_steps: Iterable[int], *, relinearization: bool = False
+        cls,
+        params: FheParameters,
+        rotation_steps: Iterable[int],
+        *,
+        relinearization: bool = False,
+        automorphisms: Iterable[int] = (),
     ) -> CustomerKeyPair:
-        """A fresh key pair with the rotation keys for ``rotation_steps`` and, when the
-        tariff multiplies ciphertexts, the relinearization key."""
+        """A fresh key pair with the rotation keys for ``rotation_steps``, keys for further
+        ``automorphisms`` (such as the row swap) and, when the tariff multiplies
+        ciphertexts, the relinearization key."""
         cc = create_context(params)
         kp = cc.KeyGen()
         steps = tuple(sorted(set(rotation_steps) - {0}))
         if steps:
             cc.EvalRotateKeyGen(kp.secretKey, list(steps))
+        extra = sorted(set(automorphisms))
+        if extra:
+            cc.InsertEvalAutomorphismKey(
+                cc.EvalAutomorphismKeyGen(kp.secretKey, extra), kp.publicKey.GetKeyTag()
+            )
         if relinearization:
             cc.EvalMultKeyGen(kp.secretKey)
         return cls(params, cc, kp.publicKey, kp.secretKey, steps, relinearization)
+
+    @classmethod
+    def for_program(cls, program: Any, block: int) -> CustomerKeyPair:
+        """Keys with exactly the evaluation keys a tariff program uses (and no others)."""
+        return cls.generate(
+            program.params,
+            program.rotation_steps(block),
+            relinearization=program.relinearization,
+            automorphisms=program.automorphisms(),
+        )
+
+    def evaluation_keys_bytes(self) -> bytes:
+        """Every evaluation key this receiver hands out, as one blob (msgpack map)."""
+        return msgpack.packb(
+            {"automorphism": self.rotation_keys_bytes(), "mult": self.relinearization_key_bytes()},
+            use_bin_type=True,
+        )
 
     def relinearization_key_bytes(self) -> bytes:
         """The serialized relinearization key, or b"" when none was generated."""

@@ -35,12 +35,12 @@ def _check_ciphertexts(blobs: Sequence[bytes], params: dict[str, Any], key_tag: 
 
 
 def _check_registration(
-    context: bytes, public_key: bytes, rotation_keys: bytes, params: dict[str, Any], key_tag: str
+    context: bytes, public_key: bytes, evaluation_keys: bytes, params: dict[str, Any], key_tag: str
 ) -> Verdict:
     from metrocloud.fhe.context import (
         deserialize_context,
         deserialize_public_key,
-        load_rotation_keys,
+        load_evaluation_keys,
     )
     from metrocloud.fhe.params import FheParameters
 
@@ -62,7 +62,7 @@ def _check_registration(
     if pk is None or pk.GetKeyTag() != key_tag:
         return "malformed-public-key", "the public key's tag differs from key_tag"
     try:
-        load_rotation_keys(rotation_keys)
+        load_evaluation_keys(evaluation_keys)
     except Rejected as exc:
         return exc.reason, exc.detail
     if not cc.GetExistingEvalAutomorphismKeyIndices(key_tag):
@@ -110,12 +110,18 @@ class Inspector:
         self,
         context: bytes,
         public_key: bytes,
-        rotation_keys: bytes,
+        evaluation_keys: bytes,
         params: dict[str, Any],
         key_tag: str,
     ) -> None:
         await self._run(
-            "registration", _check_registration, context, public_key, rotation_keys, params, key_tag
+            "registration",
+            _check_registration,
+            context,
+            public_key,
+            evaluation_keys,
+            params,
+            key_tag,
         )
 
     def close(self) -> None:

@@ -1,10 +1,12 @@
 """The smart meter gateway: derives interval energies, encrypts them twice, signs, sends.
 
-For every transmission period (a day by default) and meter the gateway builds the slot
-vector of :mod:`metrocloud.fhe.packing` from the meter's cumulative register readings,
-encrypts it twice under the customer's public key (``c`` and ``c'``: the integrity
-protocol), and signs the message with its certified key. At the end of a billing period it
-sends a signed period closing that tells ``legal`` how many transmissions to expect.
+For every transmission period (a day by default; a whole billing period for the comparison
+tariffs) and meter the gateway derives the interval energies from the meter's cumulative
+register readings, lets the customer's tariff program lay them out in slot vectors
+(bit-sliced where the tariff compares), encrypts them twice under the customer's public
+key (``c`` and ``c'``: the integrity protocol), and signs the message with its certified
+key. At the end of a billing period it sends a signed period closing that tells ``legal``
+how many transmissions to expect.
 """
 
 from __future__ import annotations
@@ -16,9 +18,10 @@ from datetime import datetime, timezone
 from metrocloud.core.clock import READINGS_PER_DAY, BillingPeriod
 from metrocloud.core.messages import Envelope, Message, PeriodClose, Transmission
 from metrocloud.fhe.context import Encryptor
-from metrocloud.fhe.packing import Interval, SlotLayout
+from metrocloud.fhe.packing import Interval
 from metrocloud.field.meter import Meter, MeterStatus, Reading
 from metrocloud.pki import Identity
+from metrocloud.tariffs.base import TariffProgram
 
 
 def derive_intervals(
@@ -54,14 +57,26 @@ def seal(identity: Identity, body: Message) -> bytes:
 
 @dataclass
 class MeterBinding:
-    """A meter as its gateway knows it: the customer it belongs to and their public key."""
+    """A meter as its gateway knows it: its customer, their public key and their tariff."""
 
     meter: Meter
     customer_id: str
     encryptor: Encryptor
+    program: TariffProgram
+
+
+def block_for(intervals: int) -> int:
+    """The slot block of a transmission: the smallest power of two >= its intervals."""
+    block = 1
+    while block < intervals:
+        block *= 2
+    return block
 
 
 class Gateway:
+    """The smart meter gateway. ``readings_per_transmission`` caps a transmission's length;
+    a tariff program may ask for whole periods (the comparison tariffs)."""
+
     def __init__(
         self,
         gateway_id: str,
@@ -74,20 +89,31 @@ class Gateway:
         self.per_transmission = readings_per_transmission
         self.meters: dict[str, MeterBinding] = {}
 
-    def attach(self, meter: Meter, customer_id: str, encryptor: Encryptor) -> None:
-        self.meters[meter.meter_id] = MeterBinding(meter, customer_id, encryptor)
+    def attach(
+        self, meter: Meter, customer_id: str, encryptor: Encryptor, program: TariffProgram
+    ) -> None:
+        self.meters[meter.meter_id] = MeterBinding(meter, customer_id, encryptor, program)
 
     def intervals(self, meter_id: str, first_index: int, count: int) -> list[Interval]:
         meter = self.meters[meter_id].meter
         readings = meter.readings(first_index - 1, count + 1)
         return derive_intervals(readings[0], readings[1:], meter.config.max_interval_wh)
 
+    def chunks(self, meter_id: str, period: BillingPeriod) -> list[tuple[int, int]]:
+        program = self.meters[meter_id].program
+        if program.whole_period:
+            return period.chunks(program.transmission_intervals(period.intervals))
+        return period.chunks(min(self.per_transmission, period.intervals))
+
+    def block(self, meter_id: str, period: BillingPeriod) -> int:
+        return block_for(max(count for _, count in self.chunks(meter_id, period)))
+
     def transmission(self, meter_id: str, period: BillingPeriod, seq: int) -> Transmission:
         binding = self.meters[meter_id]
-        first, count = period.chunks(self.per_transmission)[seq]
+        first, count = self.chunks(meter_id, period)[seq]
+        block = self.block(meter_id, period)
         enc = binding.encryptor
-        layout = SlotLayout.for_intervals(enc.params, self.per_transmission)
-        slots = layout.pack(meter_id, self.intervals(meter_id, first, count))
+        vectors = binding.program.encode(meter_id, self.intervals(meter_id, first, count), block)
         return Transmission(
             gateway=self.gateway_id,
             meter=meter_id,
@@ -97,12 +123,12 @@ class Gateway:
             seq=seq,
             first_index=first,
             count=count,
-            block=layout.block,
+            block=block,
             parameters_id=enc.params.parameters_id,
             key_tag=enc.key_tag,
             sent_at=now_iso(),
-            c=enc.encrypt(slots),
-            c_dup=enc.encrypt(slots),
+            c=[enc.encrypt(v) for v in vectors],
+            c_dup=[enc.encrypt(v) for v in vectors],
         )
 
     def period_close(self, meter_id: str, period: BillingPeriod) -> PeriodClose:
@@ -112,16 +138,14 @@ class Gateway:
             customer=self.meters[meter_id].customer_id,
             period_start=period.start,
             period_end=period.end,
-            transmissions=len(period.chunks(self.per_transmission)),
-            block=SlotLayout.for_intervals(
-                self.meters[meter_id].encryptor.params, self.per_transmission
-            ).block,
+            transmissions=len(self.chunks(meter_id, period)),
+            block=self.block(meter_id, period),
             sent_at=now_iso(),
         )
 
     def uploads(self, meter_id: str, period: BillingPeriod) -> Iterator[bytes]:
         """Every signed message of one meter's billing period, in order."""
-        for seq in range(len(period.chunks(self.per_transmission))):
+        for seq in range(len(self.chunks(meter_id, period))):
             yield seal(self.identity, self.transmission(meter_id, period, seq))
         yield seal(self.identity, self.period_close(meter_id, period))
 

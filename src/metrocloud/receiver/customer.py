@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+
 import msgpack
 from cryptography import x509
 from nats.aio.client import Client
@@ -15,6 +17,7 @@ from metrocloud.receiver.verify import Verdict, check_result
 from metrocloud.tariffs import TariffProgram
 
 FETCH_SUBJECT = "egress.display.fetch"
+KEY_PART_BYTES = 16 * 1024 * 1024  # evaluation keys per registration message
 
 
 class Receiver:
@@ -26,19 +29,30 @@ class Receiver:
         self.keys = keys
         self.anchor = anchor
 
-    def registration(self) -> bytes:
-        return seal(
-            self.identity,
-            KeyRegistration(
-                customer=self.customer_id,
-                parameters=dict(self.keys.params.to_dict()),
-                key_tag=self.keys.key_tag,
-                context=serialize(self.keys.context),
-                public_key=serialize(self.keys.public_key),
-                rotation_keys=self.keys.rotation_keys_bytes(),
-                sent_at=now_iso(),
-            ),
-        )
+    def registration(self) -> list[bytes]:
+        """The signed parts of this receiver's key registration."""
+        blob = self.keys.evaluation_keys_bytes()
+        digest = hashlib.sha256(blob).hexdigest()
+        slices = [blob[i : i + KEY_PART_BYTES] for i in range(0, len(blob), KEY_PART_BYTES)]
+        sent_at = now_iso()
+        return [
+            seal(
+                self.identity,
+                KeyRegistration(
+                    customer=self.customer_id,
+                    parameters=dict(self.keys.params.to_dict()),
+                    key_tag=self.keys.key_tag,
+                    context=serialize(self.keys.context),
+                    public_key=serialize(self.keys.public_key) if n == 0 else b"",
+                    evaluation_keys=piece,
+                    digest=digest,
+                    part=n,
+                    parts=len(slices),
+                    sent_at=sent_at,
+                ),
+            )
+            for n, piece in enumerate(slices)
+        ]
 
     def display_request(self, meter_id: str, period: BillingPeriod) -> bytes:
         return seal(
@@ -65,7 +79,9 @@ class Receiver:
         )
 
     async def register(self, nc: Client) -> None:
-        await nc.jetstream().publish(f"ingress.keys.{self.customer_id}", self.registration())
+        js = nc.jetstream(timeout=60.0)
+        for part in self.registration():
+            await js.publish(f"ingress.keys.{self.customer_id}", part)
 
     async def fetch(self, nc: Client, meter_id: str, period: BillingPeriod) -> bytes | None:
         """The signed result, or None while it is not there yet."""
@@ -82,11 +98,7 @@ class Receiver:
         return result
 
     def check(
-        self,
-        result: bytes,
-        meter_id: str,
-        period: BillingPeriod,
-        contract: TariffProgram | None = None,
+        self, result: bytes, meter_id: str, period: BillingPeriod, contract: TariffProgram
     ) -> Verdict:
         return check_result(
             result, self.keys, self.anchor, meter_id=meter_id, period=period, contract=contract

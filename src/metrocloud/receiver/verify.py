@@ -18,7 +18,7 @@ from metrocloud.fhe.context import CustomerKeyPair, deserialize_ciphertext
 from metrocloud.pki import Role, verify_certificate, verify_signature
 from metrocloud.pki.validate import subject_common_name
 from metrocloud.tariffs import RegisterSet, TariffProgram
-from metrocloud.tariffs.base import ResultLayout, expected_integrity_sums
+from metrocloud.tariffs.base import expected_integrity_sums
 
 LEGAL_SERVICE = "legal"
 
@@ -40,10 +40,11 @@ def check_result(
     *,
     meter_id: str,
     period: BillingPeriod,
-    contract: TariffProgram | None = None,
+    contract: TariffProgram,
 ) -> Verdict:
-    """Check one result; with ``contract`` (the customer's tariff and its configuration),
-    also that legal applied that tariff and that the bill is what its prices give."""
+    """Check one result against the customer's ``contract`` (tariff program and its
+    configuration): legal must have applied that tariff, and the bill must be what its
+    prices give for the registers."""
 
     def fail(reason: str, result: TariffResult | None = None) -> Verdict:
         return Verdict(meter_id, period.period_id, False, reason, None, result)
@@ -59,7 +60,7 @@ def check_result(
         return fail(f"result not authentic: {exc}")
     if (result.meter, result.period_id) != (meter_id, period.period_id):
         return fail(f"result is for {result.meter} {result.period_id}", result)
-    if contract is not None and (
+    if (
         result.tariff.get("name") != contract.name
         or result.tariff_config_digest != contract.config_digest
         or result.registers != contract.tariff_registers
@@ -70,23 +71,27 @@ def check_result(
             f"{contract.name} ({contract.config_digest[:12]}…)",
             result,
         )
-    layout = ResultLayout(result.registers, result.block, keys.params.row)
+    if not result.r or len(result.r) != len(result.r_dup):
+        return fail("result has no or unequal numbers of ciphertexts", result)
     try:
-        r = deserialize_ciphertext(result.r, keys.params, keys.key_tag)
-        r_dup = deserialize_ciphertext(result.r_dup, keys.params, keys.key_tag)
+        r = [deserialize_ciphertext(b, keys.params, keys.key_tag) for b in result.r]
+        r_dup = [deserialize_ciphertext(b, keys.params, keys.key_tag) for b in result.r_dup]
     except Rejected as exc:
         return fail(f"result undecryptable: {exc}", result)
-    slots = keys.decrypt(r, keys.params.slots)
-    slots_dup = keys.decrypt(r_dup, keys.params.slots)
+    slots = [keys.decrypt(c, keys.params.slots) for c in r]
+    slots_dup = [keys.decrypt(c, keys.params.slots) for c in r_dup]
     if slots != slots_dup:
-        differing = sum(a != b for a, b in zip(slots, slots_dup, strict=True))
+        differing = sum(
+            a != b for x, y in zip(slots, slots_dup, strict=True) for a, b in zip(x, y, strict=True)
+        )
         return fail(f"dec(r) != dec(r'): {differing} slots differ, result manipulated", result)
-    registers = layout.decode(slots)
+    try:
+        registers = contract.decode(slots, result.block)
+    except (ValueError, IndexError) as exc:
+        return fail(f"result does not fit the contract's layout: {exc}", result)
     if not registers.consistent:
         return fail("tariff registers plus error register differ from the total", result)
-    if contract is not None and registers.bill_microcent != contract.bill(
-        registers.tariff_registers_wh
-    ):
+    if registers.bill_microcent != contract.bill(registers.tariff_registers_wh):
         return fail("the bill is not what the contract's prices give for the registers", result)
     expected = expected_integrity_sums(
         meter_id, range(period.start, period.end), keys.params.plaintext_modulus

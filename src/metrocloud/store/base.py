@@ -60,6 +60,12 @@ class Store(ABC):
     @abstractmethod
     def accept(self, meter_id: str, message_key: str, digest: bytes) -> bool: ...
     @abstractmethod
+    def add_key_part(self, customer_id: str, key_tag: str, part: int, envelope: bytes) -> bool:
+        """Ingress keeps the parts of a key registration until it has them all."""
+
+    @abstractmethod
+    def key_parts(self, customer_id: str, key_tag: str) -> list[bytes]: ...
+    @abstractmethod
     def add_flag(self, flag: Flag) -> None: ...
     @abstractmethod
     def flags(self) -> list[Flag]: ...
@@ -82,9 +88,13 @@ class Store(ABC):
 
     # -- storage (long term) --------------------------------------------------------------
     @abstractmethod
-    def insert_key_registration(self, customer_id: str, key_tag: str, envelope: bytes) -> bool: ...
+    def insert_key_registration(
+        self, customer_id: str, key_tag: str, part: int, envelope: bytes
+    ) -> bool: ...
     @abstractmethod
-    def key_registration(self, customer_id: str) -> bytes | None: ...
+    def key_registration(self, customer_id: str) -> list[bytes]:
+        """Every stored part of the customer's latest key registration, in order."""
+
     @abstractmethod
     def insert_reading(
         self, meter_id: str, period_id: str, seq: int, first_index: int, envelope: bytes

@@ -29,9 +29,12 @@ CREATE TABLE IF NOT EXISTS legal_partials (
 CREATE TABLE IF NOT EXISTS legal_results (
     meter_id TEXT NOT NULL, period_id TEXT NOT NULL, digest BLOB NOT NULL,
     PRIMARY KEY (meter_id, period_id));
+CREATE TABLE IF NOT EXISTS ingress_key_parts (
+    customer_id TEXT NOT NULL, key_tag TEXT NOT NULL, part INTEGER NOT NULL,
+    envelope BLOB NOT NULL, PRIMARY KEY (customer_id, key_tag, part));
 CREATE TABLE IF NOT EXISTS key_registrations (
-    customer_id TEXT NOT NULL, key_tag TEXT NOT NULL, envelope BLOB NOT NULL,
-    stored_at TEXT NOT NULL, PRIMARY KEY (customer_id, key_tag));
+    customer_id TEXT NOT NULL, key_tag TEXT NOT NULL, part INTEGER NOT NULL,
+    envelope BLOB NOT NULL, stored_at TEXT NOT NULL, PRIMARY KEY (customer_id, key_tag, part));
 CREATE TABLE IF NOT EXISTS readings (
     meter_id TEXT NOT NULL, period_id TEXT NOT NULL, seq INTEGER NOT NULL,
     first_index INTEGER NOT NULL, envelope BLOB NOT NULL, stored_at TEXT NOT NULL,
@@ -139,6 +142,20 @@ class SQLiteStore(Store):
             (meter_id, message_key, digest, _now()),
         )
 
+    def add_key_part(self, customer_id: str, key_tag: str, part: int, envelope: bytes) -> bool:
+        return self._write(
+            "INSERT OR IGNORE INTO ingress_key_parts VALUES (?, ?, ?, ?)",
+            (customer_id, key_tag, part, envelope),
+        )
+
+    def key_parts(self, customer_id: str, key_tag: str) -> list[bytes]:
+        rows = self._all(
+            "SELECT envelope FROM ingress_key_parts WHERE customer_id=? AND key_tag=? "
+            "ORDER BY part",
+            (customer_id, key_tag),
+        )
+        return [bytes(r[0]) for r in rows]
+
     def add_flag(self, flag: Flag) -> None:
         self._write(
             "INSERT INTO flags VALUES (?, ?, ?, ?)",
@@ -194,19 +211,28 @@ class SQLiteStore(Store):
         )
 
     # -- storage ---------------------------------------------------------------------------
-    def insert_key_registration(self, customer_id: str, key_tag: str, envelope: bytes) -> bool:
+    def insert_key_registration(
+        self, customer_id: str, key_tag: str, part: int, envelope: bytes
+    ) -> bool:
         return self._write(
-            "INSERT OR IGNORE INTO key_registrations VALUES (?, ?, ?, ?)",
-            (customer_id, key_tag, envelope, _now()),
+            "INSERT OR IGNORE INTO key_registrations VALUES (?, ?, ?, ?, ?)",
+            (customer_id, key_tag, part, envelope, _now()),
         )
 
-    def key_registration(self, customer_id: str) -> bytes | None:
+    def key_registration(self, customer_id: str) -> list[bytes]:
         row = self._one(
-            "SELECT envelope FROM key_registrations WHERE customer_id=? "
+            "SELECT key_tag FROM key_registrations WHERE customer_id=? "
             "ORDER BY stored_at DESC LIMIT 1",
             (customer_id,),
         )
-        return None if row is None else bytes(row[0])
+        if row is None:
+            return []
+        rows = self._all(
+            "SELECT envelope FROM key_registrations WHERE customer_id=? AND key_tag=? "
+            "ORDER BY part",
+            (customer_id, row[0]),
+        )
+        return [bytes(r[0]) for r in rows]
 
     def insert_reading(
         self, meter_id: str, period_id: str, seq: int, first_index: int, envelope: bytes

@@ -6,10 +6,11 @@ from typing import Any
 
 from metrocloud.fhe.params import FheParameters
 from metrocloud.tariffs.base import RegisterSet, TariffConfigError, TariffProgram
+from metrocloud.tariffs.comparison import Taf3, Taf4
 from metrocloud.tariffs.taf1 import Taf1
 from metrocloud.tariffs.taf2 import Taf2
 
-PROGRAMS: dict[str, type[TariffProgram]] = {p.name: p for p in (Taf1, Taf2)}
+PROGRAMS: dict[str, type[TariffProgram]] = {p.name: p for p in (Taf1, Taf2, Taf3, Taf4)}
 
 
 def load_program(name: str, params: FheParameters, config: dict[str, Any]) -> TariffProgram:

@@ -22,11 +22,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
+from metrocloud.core.clock import READINGS_PER_DAY
 from metrocloud.core.software import SoftwareId
 from metrocloud.fhe.context import Ciphertext
 from metrocloud.fhe.evaluator import Evaluator
 from metrocloud.fhe.packing import Interval, SlotLayout, index_fingerprint
-from metrocloud.fhe.params import FheParameters
+from metrocloud.fhe.params import DEFAULT_PARAMETERS, FheParameters
 
 MICROCENT_PER_EURO = 100_000_000
 
@@ -133,10 +134,23 @@ class TariffConfigError(ValueError):
 
 
 class TariffProgram(ABC):
-    """A certified tariff program. Subclasses are legally relevant software."""
+    """A certified tariff program. Subclasses are legally relevant software.
+
+    The gateway side (:meth:`encode`) turns the intervals of one transmission into slot
+    vectors, each encrypted twice; the cloud side evaluates them per transmission
+    (:meth:`evaluate`) and combines the partials at the end of the period (:meth:`read_out`);
+    the receiver decodes the decrypted result (:meth:`decode`). ``block`` is the slot block
+    of a transmission (a power of two >= its intervals), carried in the messages.
+    """
 
     name: ClassVar[str]
     version: ClassVar[str]
+    #: the parameter set the circuit is known (tested) to be exact on
+    parameters: ClassVar[FheParameters] = DEFAULT_PARAMETERS
+    #: whether the circuit multiplies ciphertexts (the receiver then hands out that key)
+    relinearization: ClassVar[bool] = False
+    #: whether a transmission must carry the whole billing period (else a day by default)
+    whole_period: ClassVar[bool] = False
     tariff_registers: int  # fixed by the class or by its configuration
 
     def __init__(self, params: FheParameters, config: dict[str, Any]) -> None:
@@ -154,9 +168,6 @@ class TariffProgram(ABC):
         raw = json.dumps(self.config, sort_keys=True, separators=(",", ":")).encode()
         return hashlib.sha256(raw).hexdigest()
 
-    def result_layout(self, layout: SlotLayout) -> ResultLayout:
-        return ResultLayout(self.tariff_registers, layout.block, layout.half)
-
     # -- what subclasses provide -----------------------------------------------------
     @abstractmethod
     def validate_config(self) -> None:
@@ -167,21 +178,37 @@ class TariffProgram(ABC):
         """The bill in micro-cent for these tariff registers (prices of the configuration)."""
 
     @abstractmethod
-    def rotation_steps(self, layout: SlotLayout) -> set[int]:
+    def transmission_intervals(self, period_intervals: int) -> int:
+        """How many intervals one transmission carries for a period of this length."""
+
+    @abstractmethod
+    def rotation_steps(self, block: int) -> set[int]:
         """The rotation keys the receiver must hand out for this program."""
+
+    def automorphisms(self) -> list[int]:
+        """Automorphism indices beyond rotations (e.g. the row swap) the program needs."""
+        return []
+
+    @abstractmethod
+    def encode(self, meter_id: str, intervals: Sequence[Interval], block: int) -> list[list[int]]:
+        """Slot vectors of one transmission, as the gateway encrypts them (twice)."""
 
     @abstractmethod
     def evaluate(
-        self, ev: Evaluator, batch: Ciphertext, layout: SlotLayout, first_index: int
-    ) -> Ciphertext:
-        """Per-transmission step on one encrypted batch whose first reading has
-        ``first_index`` (the time of every slot follows from it)."""
+        self, ev: Evaluator, cts: Sequence[Ciphertext], block: int, first_index: int
+    ) -> list[Ciphertext]:
+        """Per-transmission step on one transmission's ciphertexts; ``first_index`` is the
+        reading index of its first interval (the time of every slot follows from it)."""
 
     @abstractmethod
     def read_out(
-        self, ev: Evaluator, partials: Sequence[Ciphertext], layout: SlotLayout
-    ) -> Ciphertext:
+        self, ev: Evaluator, partials: Sequence[Sequence[Ciphertext]], block: int
+    ) -> list[Ciphertext]:
         """Combine the partials of a billing period into the encrypted result."""
+
+    @abstractmethod
+    def decode(self, decrypted: Sequence[Sequence[int]], block: int) -> RegisterSet:
+        """The registers of a decrypted result (one slot list per result ciphertext)."""
 
     @abstractmethod
     def reference(self, meter_id: str, intervals: Sequence[Interval]) -> RegisterSet:
@@ -227,8 +254,14 @@ class RegisterProgram(TariffProgram):
     def check_prices(self, max_interval_wh: int, intervals_per_period: int) -> None:
         self.check_range(max_interval_wh, intervals_per_period, max(self.prices()))
 
+    def layout(self, block: int) -> SlotLayout:
+        return SlotLayout(self.params, block)
+
+    def transmission_intervals(self, period_intervals: int) -> int:
+        return min(period_intervals, READINGS_PER_DAY)
+
     def result_layout(self, layout: SlotLayout) -> ResultLayout:
-        out = super().result_layout(layout)
+        out = ResultLayout(self.tariff_registers, layout.block, layout.half)
         if out.bill_at + layout.block > layout.half:
             raise TariffConfigError(
                 f"{self.name}: {self.tariff_registers} registers of {layout.block} slots do "
@@ -236,7 +269,8 @@ class RegisterProgram(TariffProgram):
             )
         return out
 
-    def rotation_steps(self, layout: SlotLayout) -> set[int]:
+    def rotation_steps(self, block: int) -> set[int]:
+        layout = self.layout(block)
         out = self.result_layout(layout)
         moves = {-slot for slot in (*out.register_slots[1:], out.total_at, out.bill_at)}
         moves.add(layout.error_at - out.total_at)
@@ -249,10 +283,18 @@ class RegisterProgram(TariffProgram):
         per_register = [[int(o == k) for o in owners] for k in range(self.tariff_registers)]
         return per_register, [prices[o] for o in owners]
 
+    def encode(self, meter_id: str, intervals: Sequence[Interval], block: int) -> list[list[int]]:
+        return [self.layout(block).pack(meter_id, intervals)]
+
+    def decode(self, decrypted: Sequence[Sequence[int]], block: int) -> RegisterSet:
+        return self.result_layout(self.layout(block)).decode(decrypted[0])
+
     def evaluate(
-        self, ev: Evaluator, batch: Ciphertext, layout: SlotLayout, first_index: int
-    ) -> Ciphertext:
+        self, ev: Evaluator, cts: Sequence[Ciphertext], block: int, first_index: int
+    ) -> list[Ciphertext]:
+        (batch,) = cts
         cc = ev.cc
+        layout = self.layout(block)
         out = self.result_layout(layout)
         b, half = layout.block, layout.half
         per_register, slot_prices = self.masks(first_index, b)
@@ -270,18 +312,19 @@ class RegisterProgram(TariffProgram):
         parts.append(moved(ones, out.total_at))  # valid energy ...
         parts.append(moved(ones, out.total_at, source=layout.error_at))  # ... plus error energy
         parts.append(moved(slot_prices, out.bill_at))
-        return ev.add_all(parts)
+        return [ev.add_all(parts)]
 
     def read_out(
-        self, ev: Evaluator, partials: Sequence[Ciphertext], layout: SlotLayout
-    ) -> Ciphertext:
+        self, ev: Evaluator, partials: Sequence[Sequence[Ciphertext]], block: int
+    ) -> list[Ciphertext]:
         cc = ev.cc
-        sums = ev.block_sum(ev.add_all(partials), layout.blocksum_steps())
+        layout = self.layout(block)
+        sums = ev.block_sum(ev.add_all([p for (p,) in partials]), layout.blocksum_steps())
         slots = self.result_layout(layout).value_slots()
         keep = [0] * (max(slots) + 1)
         for slot in slots:
             keep[slot] = 1
-        return cc.EvalMult(sums, cc.MakePackedPlaintext(keep))
+        return [cc.EvalMult(sums, cc.MakePackedPlaintext(keep))]
 
     def reference(self, meter_id: str, intervals: Sequence[Interval]) -> RegisterSet:
         valid = [0] * self.tariff_registers

@@ -18,17 +18,15 @@ from nats.aio.client import Client
 
 from metrocloud.bus.connect import connect
 from metrocloud.cloud.cluster import Cluster
-from metrocloud.core.clock import READINGS_PER_DAY, BillingPeriod
+from metrocloud.core.clock import BillingPeriod
 from metrocloud.fhe.context import CustomerKeyPair, Encryptor
-from metrocloud.fhe.packing import SlotLayout
-from metrocloud.fhe.params import DEFAULT_PARAMETERS, FheParameters
-from metrocloud.field.gateway import Gateway
+from metrocloud.field.gateway import Gateway, block_for
 from metrocloud.field.meter import Meter, MeterConfig
 from metrocloud.pki import IdentityStore, Role
 from metrocloud.receiver.customer import Receiver
 from metrocloud.receiver.verify import Verdict
 from metrocloud.store import MeterRecord
-from metrocloud.tariffs import RegisterSet, TariffProgram, load_program
+from metrocloud.tariffs import PROGRAMS, RegisterSet, TariffProgram, load_program
 
 DEFAULT_TARIFF_CONFIG: dict[str, dict[str, Any]] = {
     "taf1": {"price_mct_per_kwh": 32_000},
@@ -45,6 +43,14 @@ DEFAULT_TARIFF_CONFIG: dict[str, dict[str, Any]] = {
         "default_register": 1,
         "utc_offset_minutes": 60,
     },
+    "taf3": {  # load-dependent: up to 1 kW, up to 4 kW, above (energy per quarter hour)
+        "thresholds_wh": [250, 1000],
+        "prices_mct_per_kwh": [28_000, 34_000, 45_000],
+    },
+    "taf4": {  # consumption-dependent: the first 150 kWh cheap, up to 300 kWh, then dear
+        "budgets_wh": [150_000, 300_000],
+        "prices_mct_per_kwh": [26_000, 32_000, 40_000],
+    },
 }
 
 
@@ -57,7 +63,6 @@ class PipelineConfig:
     seed: int = 2026
     first_day: datetime = datetime(2026, 1, 1, tzinfo=timezone.utc)
     error_probability: float = 0.002
-    params: FheParameters = DEFAULT_PARAMETERS
 
     def __post_init__(self) -> None:
         if self.meters < 1:
@@ -70,8 +75,13 @@ class PipelineConfig:
         return BillingPeriod.days(self.first_day, self.days)
 
     def program(self) -> TariffProgram:
+        """The contract's tariff on the parameter set it is tested on."""
         config = self.tariff_config or DEFAULT_TARIFF_CONFIG.get(self.tariff, {})
-        return load_program(self.tariff, self.params, config)
+        if self.tariff not in PROGRAMS:
+            raise ValueError(
+                f"unknown tariff program {self.tariff!r}; known: {', '.join(PROGRAMS)}"
+            )
+        return load_program(self.tariff, PROGRAMS[self.tariff].parameters, config)
 
 
 @dataclass(frozen=True)
@@ -112,10 +122,11 @@ class Pipeline:
         program = self.program = cfg.program()
         ids = IdentityStore(self.cluster.data.pki)
         store = self.cluster.data.open_store()
-        layout = SlotLayout.for_intervals(cfg.params, READINGS_PER_DAY)
         gateway = self.gateway = Gateway(
             self.gateway_id, ids.identity(self.gateway_id, Role.GATEWAY)
         )
+        period = cfg.period
+        block = block_for(program.transmission_intervals(period.intervals))
         try:
             store.register_gateway(self.gateway_id)
             for n in range(1, cfg.meters + 1):
@@ -125,7 +136,7 @@ class Pipeline:
                         meter_id, self.gateway_id, customer_id, program.name, program.config
                     )
                 )
-                keys = CustomerKeyPair.generate(cfg.params, program.rotation_steps(layout))
+                keys = CustomerKeyPair.for_program(program, block)
                 receiver = Receiver(
                     customer_id, ids.identity(customer_id, Role.RECEIVER), keys, ids.trust_anchor
                 )
@@ -139,9 +150,8 @@ class Pipeline:
                         profile="commercial" if n % 4 == 0 else "household",
                     )
                 )
-                gateway.attach(
-                    meter, customer_id, Encryptor(cfg.params, keys.context, keys.public_key)
-                )
+                encryptor = Encryptor(program.params, keys.context, keys.public_key)
+                gateway.attach(meter, customer_id, encryptor, program)
         finally:
             store.close()
 
@@ -202,6 +212,7 @@ class Pipeline:
                     result = await receiver.fetch(nc, meter_id, period)
                     if result is None:
                         continue
+                    assert self.program is not None
                     verdict = receiver.check(result, meter_id, period, self.program)
                     await receiver.send_report(nc, verdict)
                     outcomes[meter_id] = MeterOutcome(
