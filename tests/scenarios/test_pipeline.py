@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
+import pytest
+
 from metrocloud.cloud.cluster import Cluster
 from metrocloud.core.events import EventKind
 from metrocloud.logbook import HashChainLogbook
@@ -74,3 +76,18 @@ def test_tampered_result_is_rejected_by_the_receiver_and_logged(tmp_path: Path) 
         assert [e.event.subject for e in failures] == ["m-0002"]  # type: ignore[attr-defined]
     finally:
         cluster.stop()
+
+
+@pytest.mark.parametrize("tariff", ["taf2", "taf3", "taf4"])
+def test_every_tariff_bills_exactly_through_the_cloud(cluster: Cluster, tariff: str) -> None:
+    """Through the whole pipeline: multi-part key registrations, whole-period bit-sliced
+    transmissions (TAF 3, 4), several result ciphertexts, bills equal to the reference."""
+    pipeline = Pipeline(cluster, PipelineConfig(meters=1, days=2, tariff=tariff))
+    pipeline.provision()
+    uploads = pipeline.uploads("m-0001")
+    assert len(uploads) == (1 if tariff in ("taf3", "taf4") else 2) + 1  # + the closing
+    (outcome,) = run(pipeline)
+    assert outcome.ok, outcome.verdict.reason
+    registers = outcome.verdict.registers
+    assert registers is not None and len(registers.tariff_registers_wh) == 3
+    assert registers.total_register_wh == outcome.reference.total_register_wh > 0
