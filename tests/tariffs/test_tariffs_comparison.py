@@ -324,10 +324,10 @@ def test_encode_puts_every_block_where_the_lane_layout_says(cls: type[Comparison
 
 def test_encode_refuses_what_does_not_fit() -> None:
     prog3, prog4 = Taf3(P, TAF3_CONFIG), Taf4(P, TAF4_CONFIG)
-    with pytest.raises(ValueError, match="4097 intervals exceed 4096 lanes"):
-        prog3.encode("m", month([(0, False)] * (MAX_LANES + 1)), BLOCK)
-    with pytest.raises(TariffConfigError, match="at most 4096"):
-        prog3.transmission_intervals(MAX_LANES + 1)
+    with pytest.raises(TariffConfigError, match="at most 2976 intervals"):
+        prog3.encode("m", month([(0, False)] * (MONTH + 1)), BLOCK)
+    with pytest.raises(TariffConfigError, match="at most 2976 intervals"):
+        prog3.transmission_intervals(MONTH + 1)
     assert prog4.transmission_intervals(MONTH) == MONTH  # one transmission per period
     with pytest.raises(ValueError, match="does not fit 13 bits"):
         prog3.encode("m", month([(8192, False)]), BLOCK)
@@ -336,7 +336,7 @@ def test_encode_refuses_what_does_not_fit() -> None:
     assert prog3.encode("m", month([(8192, True)]), BLOCK)  # errors are not compared
 
 
-# -- plaintext reference, by hand -------------------------------------------------------------------
+# -- plaintext reference, by hand ------------------------------------------------------------------
 
 
 def test_taf3_reference_by_hand() -> None:
@@ -478,8 +478,8 @@ def test_taf3_all_error_period(taf3: World) -> None:
 
 def test_taf3_full_month_known_answer(taf3: World) -> None:
     """January (2,976 lanes, both rows), a cycle of 12 intervals around both thresholds."""
-    cycle = [(0, False), (249, False), (250, False), (251, False), (999, False), (1000, False),
-             (1001, False), (5000, False), (1, False), (4999, False), (3000, True), (250, True)]  # fmt: skip
+    valid = [0, 249, 250, 251, 999, 1000, 1001, 5000, 1, 4999]
+    cycle = [(e, False) for e in valid] + [(3000, True), (250, True)]
     assert MONTH % len(cycle) == 0
     prog = Taf3(P, TAF3_CONFIG)
     got = taf3.check(prog, "m-0001", month(cycle * (MONTH // len(cycle))))
@@ -494,11 +494,10 @@ def test_taf3_full_month_known_answer(taf3: World) -> None:
 
 
 def test_taf4_budgets_crossed_at_and_inside_intervals(taf4: World) -> None:
-    """Budget 1000 is reached exactly at an interval boundary through an error interval, 2001
-    exactly at a boundary after a zero interval left it 1 Wh away, 5000 inside an interval;
-    16,000,000 never."""
-    budgets = [1000, 2001, 5000, 16_000_000]
-    prices = [10_000, 20_000, 30_000, 40_000, 73_000]
+    """Budget 1000 is reached exactly at an interval boundary, through an error interval; 5000
+    is crossed inside an interval that starts 1 Wh below it; 16,000,000 is never reached."""
+    budgets = [1000, 5000, 16_000_000]
+    prices = [10_000, 20_000, 30_000, 73_000]
     prog = Taf4(P, {"budgets_wh": budgets, "prices_mct_per_kwh": prices})
     energies = [
         (600, False),  # before 0: band 0
@@ -506,22 +505,22 @@ def test_taf4_budgets_crossed_at_and_inside_intervals(taf4: World) -> None:
         (1, False),  # before 999 (budget - 1): band 0
         (500, False),  # before 1000 (exactly the budget): band 1
         (500, False),  # before 1500: band 1
-        (0, False),  # before 2000 (budget - 1): band 1
-        (1, False),  # before 2000: band 1
-        (5000, False),  # before 2001 (exactly): band 2, crosses 5000 inside: still band 2
-        (0, False),  # before 7001: band 3
-        (7, False),  # band 3
+        (0, False),  # before 2000: band 1
+        (2999, False),  # before 2000: band 1
+        (5000, False),  # before 4999 (budget - 1): band 1, though it crosses 5000 inside
+        (0, False),  # before 9999: band 2
+        (7, False),  # band 2
         (4999, True),  # error
         (0, True),
-        (5000, False),  # before 12007: band 3
+        (5000, False),  # before 15005: band 2
     ]
     ivs = month(energies + [(0, False)] * 47, start=JANUARY + 1234)  # 60 intervals
-    assert prog.compared(ivs)[:9] == [0, 600, 999, 1000, 1500, 2000, 2000, 2001, 7001]
+    assert prog.compared(ivs)[:10] == [0, 600, 999, 1000, 1500, 2000, 2000, 4999, 9999, 9999]
     got = taf4.check(prog, "m-cross", ivs)
-    assert got.tariff_registers_wh == (601, 1001, 5000, 5007, 0)
+    assert got.tariff_registers_wh == (601, 8999, 5007, 0)
     assert got.error_register_wh == 5398
-    assert got.total_register_wh == 17_007
-    assert got.bill_microcent == 601 * 10_000 + 1001 * 20_000 + 5000 * 30_000 + 5007 * 40_000
+    assert got.total_register_wh == 20_005
+    assert got.bill_microcent == 601 * 10_000 + 8999 * 20_000 + 5007 * 30_000
 
 
 def test_taf4_all_error_period_passes_budgets_without_billing(taf4: World) -> None:
@@ -572,13 +571,19 @@ def random_period(rng: random.Random, edges: Sequence[int]) -> list[Interval]:
     return [Interval(start + k, energy(), rng.random() < 0.05) for k in range(n)]
 
 
+def band_prices(rng: random.Random, n: int) -> list[int]:
+    """Prices in any order: rising, falling (volume discounts) or mixed."""
+    prices = [rng.randint(1, MAX_PRICE) for _ in range(n)]
+    return sorted(prices) if rng.random() < 0.5 else prices
+
+
 @settings(max_examples=2, deadline=None)
 @given(period_seeds())
 def test_taf3_random_periods_equal_the_reference(taf3: World, drawn: tuple[int, str]) -> None:
     seed, meter = drawn
     rng = random.Random(seed)
-    thresholds = sorted(rng.sample(range(1, MAX_WH + 2), rng.randint(1, 3)))
-    prices = [rng.randint(1, MAX_PRICE) for _ in range(len(thresholds) + 1)]
+    thresholds = sorted(rng.sample(range(1, MAX_WH + 2), rng.randint(1, 2)))
+    prices = band_prices(rng, len(thresholds) + 1)
     prog = Taf3(P, {"thresholds_wh": thresholds, "prices_mct_per_kwh": prices})
     edges = [v for t in thresholds for v in (t - 1, t, t + 1) if v <= MAX_WH]
     taf3.check(prog, meter, random_period(rng, edges))
@@ -593,7 +598,37 @@ def test_taf4_random_periods_equal_the_reference(taf4: World, drawn: tuple[int, 
     consumed = Taf4(P, TAF4_CONFIG).compared(ivs)  # before each interval
     # budgets reached exactly at a boundary, at random (maybe inside an interval), never
     pool = {rng.choice(consumed) or 1, rng.randint(1, max(1, consumed[-1])), consumed[-1] + 10**6}
-    budgets = sorted(pool)[: rng.randint(1, 3)]
-    prices = [rng.randint(1, MAX_PRICE) for _ in range(len(budgets) + 1)]
+    budgets = sorted(rng.sample(sorted(pool), rng.randint(1, min(2, len(pool)))))
+    prices = band_prices(rng, len(budgets) + 1)
     prog = Taf4(P, {"budgets_wh": budgets, "prices_mct_per_kwh": prices})
     taf4.check(prog, meter, ivs)
+
+
+# -- regressions of bugs this file found --------------------------------------------------------
+
+
+def test_taf4_falling_prices_are_exact(taf4: World) -> None:
+    """A volume discount: energy beyond the budget is cheaper. The configuration is accepted,
+    so its bill must be exact too (a negative constant once multiplied the noise by ~t)."""
+    prog = Taf4(P, {"budgets_wh": [100_000], "prices_mct_per_kwh": [42_000, 30_000]})
+    ivs = month([(k * 37 % 5001, k % 29 == 0) for k in range(300)])
+    assert prog.compared(ivs)[-1] > 100_000  # the budget is passed
+    taf4.check(prog, "m-fall", ivs)
+
+
+def test_longest_accepted_period_stays_in_the_exact_range() -> None:
+    try:
+        prog = Taf3(P, with_(Taf3, prices_mct_per_kwh=[1, 2, MAX_PRICE]))
+    except TariffConfigError:
+        return  # fixed by a tighter range check
+
+    def accepted(n: int) -> bool:
+        try:
+            prog.transmission_intervals(n)
+        except TariffConfigError:
+            return False
+        return True
+
+    longest = max(n for n in (MONTH, MAX_LANES) if accepted(n))
+    ref = prog.reference("m", month([(MAX_WH, False)] * longest))
+    assert ref.bill_microcent < T

@@ -418,8 +418,10 @@ class Arith:
             k = self._centre(k)
             if k == 1:
                 return a
-            if k == -1:
-                return self.cc.EvalNegate(a)
+            if k < 0:
+                # OpenFHE encodes a negative constant as t - |k|, which multiplies the noise by
+                # about t instead of |k|: negate a product by |k| instead
+                return self.cc.EvalNegate(self.mul_plain(a, -k))
         return self.cc.EvalMult(a, self._plain(k))
 
     def mul(self, a: Ciphertext, b: Ciphertext) -> Ciphertext:

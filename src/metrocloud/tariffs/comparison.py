@@ -177,8 +177,7 @@ class ComparisonProgram(TariffProgram):
 
     # -- gateway side -----------------------------------------------------------------------
     def input_blocks(self, meter_id: str, intervals: Sequence[Interval]) -> list[list[int]]:
-        if len(intervals) > MAX_LANES:
-            raise ValueError(f"{len(intervals)} intervals exceed {MAX_LANES} lanes")
+        self.transmission_intervals(len(intervals))
         blocks = to_bits(self.compared(intervals), self.bits)
         if self.sends_energy:
             blocks.append([0 if iv.error else iv.energy_wh for iv in intervals])
@@ -188,8 +187,11 @@ class ComparisonProgram(TariffProgram):
         return blocks
 
     def transmission_intervals(self, period_intervals: int) -> int:
-        if period_intervals > MAX_LANES:
-            raise TariffConfigError(f"{self.name}: periods of at most {MAX_LANES} intervals")
+        if period_intervals > MAX_INTERVALS_PER_PERIOD:
+            raise TariffConfigError(
+                f"{self.name}: periods of at most {MAX_INTERVALS_PER_PERIOD} intervals "
+                "(31 days): the exact range is checked for that length"
+            )
         return period_intervals
 
     def encode(self, meter_id: str, intervals: Sequence[Interval], block: int) -> list[list[int]]:
