@@ -36,7 +36,7 @@ from metrocloud.fhe.context import (
 from metrocloud.fhe.evaluator import Evaluator
 from metrocloud.fhe.params import FheParameters
 from metrocloud.field.gateway import now_iso, seal
-from metrocloud.tariffs import TariffProgram, load_program
+from metrocloud.tariffs import PROGRAMS, TariffProgram, load_program
 
 _log = logging.getLogger(__name__)
 
@@ -108,6 +108,13 @@ class Legal(Service):
         meter = self.store.meter(meter_id)
         if meter is None:
             raise Rejected("unknown-meter", meter_id)
+        required = PROGRAMS[meter.tariff].parameters if meter.tariff in PROGRAMS else params
+        if params != required:
+            raise Rejected(
+                "wrong-crypto-context",
+                f"tariff {meter.tariff} is exact on {required.parameters_id}; the customer's "
+                f"keys are for {params.parameters_id}",
+            )
         return load_program(meter.tariff, params, meter.tariff_config)
 
     async def handle(self, msg: Msg) -> None:
