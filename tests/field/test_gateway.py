@@ -12,11 +12,11 @@ from cryptography import x509
 
 from metrocloud.core.clock import READINGS_PER_DAY, BillingPeriod
 from metrocloud.core.errors import Rejected
-from metrocloud.core.messages import Envelope, PeriodClose, Transmission
+from metrocloud.core.messages import Envelope, PeriodClose, Transmission, seal
 from metrocloud.fhe.context import CustomerKeyPair, Encryptor, deserialize_ciphertext
 from metrocloud.fhe.packing import Interval, SlotLayout
 from metrocloud.fhe.params import DEFAULT_PARAMETERS
-from metrocloud.field.gateway import Gateway, derive_intervals, seal
+from metrocloud.field.gateway import Gateway, derive_intervals
 from metrocloud.field.meter import DEFAULT_ORIGIN_INDEX, Meter, MeterConfig, MeterStatus, Reading
 from metrocloud.pki import Identity, IdentityStore, Role, verify_certificate, verify_signature
 from metrocloud.tariffs.taf1 import Taf1

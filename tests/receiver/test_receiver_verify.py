@@ -13,7 +13,7 @@ import pytest
 from cryptography import x509
 
 from metrocloud.core.clock import BillingPeriod
-from metrocloud.core.messages import Envelope, TariffResult
+from metrocloud.core.messages import Envelope, TariffResult, seal
 from metrocloud.fhe.context import (
     CustomerKeyPair,
     Encryptor,
@@ -23,7 +23,6 @@ from metrocloud.fhe.context import (
 from metrocloud.fhe.evaluator import Evaluator, Placement
 from metrocloud.fhe.packing import Interval, SlotLayout
 from metrocloud.fhe.params import DEFAULT_PARAMETERS
-from metrocloud.field.gateway import seal
 from metrocloud.pki import Identity, IdentityStore, Role
 from metrocloud.receiver.verify import check_result
 from metrocloud.tariffs.taf1 import Taf1

@@ -23,10 +23,10 @@ from metrocloud.cloud.cluster import Cluster
 from metrocloud.cloud.communication import MAX_UPLOAD_BYTES
 from metrocloud.core.clock import READINGS_PER_DAY
 from metrocloud.core.events import EventKind
-from metrocloud.core.messages import Envelope, Transmission
+from metrocloud.core.messages import Envelope, Transmission, seal
 from metrocloud.fhe.context import CustomerKeyPair, Encryptor
 from metrocloud.fhe.params import DEFAULT_PARAMETERS, FheParameters
-from metrocloud.field.gateway import Gateway, seal
+from metrocloud.field.gateway import Gateway
 from metrocloud.logbook import HashChainLogbook, LogEntry
 from metrocloud.pki import CertificateAuthority, Identity, IdentityStore, Role, generate_private_key
 from metrocloud.testbed.observe import flags, logbook_entries, wait_for

@@ -17,6 +17,7 @@ import msgpack
 from nats.aio.msg import Msg
 
 from metrocloud.cloud.runtime import Service
+from metrocloud.core.clock import now_iso
 from metrocloud.core.errors import Rejected
 from metrocloud.core.events import EventKind
 from metrocloud.core.messages import (
@@ -25,6 +26,7 @@ from metrocloud.core.messages import (
     PeriodClose,
     TariffResult,
     Transmission,
+    seal,
 )
 from metrocloud.fhe.context import (
     Ciphertext,
@@ -35,7 +37,6 @@ from metrocloud.fhe.context import (
 )
 from metrocloud.fhe.evaluator import Evaluator
 from metrocloud.fhe.params import FheParameters
-from metrocloud.field.gateway import now_iso, seal
 from metrocloud.tariffs import PROGRAMS, TariffProgram, load_program
 
 _log = logging.getLogger(__name__)

@@ -14,6 +14,11 @@ INTERVAL_S = 900
 READINGS_PER_DAY = 96
 
 
+def now_iso() -> str:
+    """The current UTC time as ISO 8601, as messages carry it."""
+    return datetime.now(timezone.utc).isoformat()
+
+
 def reading_index(at: datetime) -> int:
     """Index of the quarter hour that ends at ``at`` (which must lie on a quarter hour)."""
     if at.tzinfo is None:

@@ -9,7 +9,7 @@ transmission; the receiver checks the signature of ``legal`` over its result).
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields
-from typing import Any, ClassVar, TypeVar
+from typing import Any, ClassVar, Protocol, TypeVar
 
 import msgpack
 
@@ -238,3 +238,18 @@ class Envelope:
         if kind not in BODY_TYPES:
             raise Rejected("malformed-message", f"unknown body kind {kind!r}")
         return kind
+
+
+class Signer(Protocol):
+    """Whoever seals a message: a key that signs and the certificate that vouches for it."""
+
+    @property
+    def certificate_der(self) -> bytes: ...
+
+    def sign(self, data: bytes) -> bytes: ...
+
+
+def seal(signer: Signer, body: Message) -> bytes:
+    """Encode ``body`` once, sign those bytes, and wrap them in an envelope."""
+    raw = body.encode()
+    return Envelope(raw, signer.certificate_der, signer.sign(raw)).encode()

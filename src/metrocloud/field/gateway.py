@@ -13,10 +13,9 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timezone
 
-from metrocloud.core.clock import READINGS_PER_DAY, BillingPeriod
-from metrocloud.core.messages import Envelope, Message, PeriodClose, Transmission
+from metrocloud.core.clock import READINGS_PER_DAY, BillingPeriod, now_iso
+from metrocloud.core.messages import PeriodClose, Transmission, seal
 from metrocloud.fhe.context import Encryptor
 from metrocloud.fhe.packing import Interval
 from metrocloud.field.meter import Meter, MeterStatus, Reading
@@ -43,16 +42,6 @@ def derive_intervals(
         out.append(Interval(r.index, max(delta, 0), error))
         prev = r
     return out
-
-
-def now_iso() -> str:
-    return datetime.now(timezone.utc).isoformat()
-
-
-def seal(identity: Identity, body: Message) -> bytes:
-    """Encode ``body`` once, sign those bytes, and wrap them in an envelope."""
-    raw = body.encode()
-    return Envelope(raw, identity.certificate_der, identity.sign(raw)).encode()
 
 
 @dataclass

@@ -8,10 +8,9 @@ import msgpack
 from cryptography import x509
 from nats.aio.client import Client
 
-from metrocloud.core.clock import BillingPeriod
-from metrocloud.core.messages import DisplayRequest, KeyRegistration, VerificationReport
+from metrocloud.core.clock import BillingPeriod, now_iso
+from metrocloud.core.messages import DisplayRequest, KeyRegistration, VerificationReport, seal
 from metrocloud.fhe.context import CustomerKeyPair, serialize
-from metrocloud.field.gateway import now_iso, seal
 from metrocloud.pki import Identity
 from metrocloud.receiver.verify import Verdict, check_result
 from metrocloud.tariffs import TariffProgram
