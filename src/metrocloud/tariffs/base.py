@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from metrocloud.core.clock import READINGS_PER_DAY
-from metrocloud.core.software import SoftwareId
+from metrocloud.core.software import SoftwareId, module_checksum
 from metrocloud.fhe.context import Ciphertext
 from metrocloud.fhe.evaluator import Evaluator
 from metrocloud.fhe.packing import Interval, SlotLayout, index_fingerprint
@@ -158,10 +158,14 @@ class TariffProgram(ABC):
         self.config = dict(config)
         self.validate_config()
 
+    #: the modules whose code the program's software identification covers
+    code_modules: ClassVar[tuple[str, ...]]
+
     # -- identification -------------------------------------------------------------
     @property
-    @abstractmethod
-    def software_id(self) -> SoftwareId: ...
+    def software_id(self) -> SoftwareId:
+        """Name, version and the SHA-256 over the source of the program's loaded modules."""
+        return SoftwareId(self.name, self.version, module_checksum(*self.code_modules))
 
     @property
     def config_digest(self) -> str:

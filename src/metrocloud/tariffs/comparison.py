@@ -35,7 +35,6 @@ from abc import abstractmethod
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
-from metrocloud.core.software import SoftwareId, module_checksum
 from metrocloud.fhe.arith import COMPARISON_PARAMETERS, FUSED_TOP_BITS, Arith, to_bits
 from metrocloud.fhe.context import Ciphertext
 from metrocloud.fhe.evaluator import Evaluator
@@ -100,6 +99,12 @@ class ComparisonProgram(TariffProgram):
     relinearization: ClassVar[bool] = True
     whole_period: ClassVar[bool] = True
     threshold_key: ClassVar[str]
+    code_modules = (
+        "metrocloud.tariffs.base",
+        "metrocloud.tariffs.comparison",
+        "metrocloud.fhe.arith",
+        "metrocloud.fhe.evaluator",
+    )
     #: whether the valid energy travels as its own block (else it is the compared value)
     sends_energy: ClassVar[bool]
 
@@ -153,16 +158,6 @@ class ComparisonProgram(TariffProgram):
     @property
     def prices(self) -> list[int]:
         return [int(v) for v in self.config["prices_mct_per_kwh"]]
-
-    @property
-    def software_id(self) -> SoftwareId:
-        return SoftwareId(
-            self.name,
-            self.version,
-            module_checksum(
-                "metrocloud.fhe.arith", "metrocloud.tariffs.comparison", type(self).__module__
-            ),
-        )
 
     def band(self, x: int) -> int:
         return sum(x >= t for t in self.thresholds)

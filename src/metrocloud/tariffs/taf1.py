@@ -8,7 +8,6 @@ levels.
 
 from __future__ import annotations
 
-from metrocloud.core.software import SoftwareId, module_checksum
 from metrocloud.tariffs.base import RegisterProgram, TariffConfigError
 
 MAX_INTERVALS_PER_PERIOD = 31 * 96
@@ -26,15 +25,12 @@ class Taf1(RegisterProgram):
 
     name = "taf1"
     version = "1.1.0"
+    code_modules = (
+        "metrocloud.tariffs.base",
+        "metrocloud.tariffs.taf1",
+        "metrocloud.fhe.evaluator",
+    )
     tariff_registers = 1
-
-    @property
-    def software_id(self) -> SoftwareId:
-        return SoftwareId(
-            self.name,
-            self.version,
-            module_checksum("metrocloud.tariffs.base", __name__, "metrocloud.fhe.evaluator"),
-        )
 
     @property
     def price(self) -> int:

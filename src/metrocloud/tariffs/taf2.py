@@ -16,7 +16,6 @@ Config::
 
 from __future__ import annotations
 
-from metrocloud.core.software import SoftwareId, module_checksum
 from metrocloud.tariffs.base import RegisterProgram, TariffConfigError
 from metrocloud.tariffs.schedule import SwitchingTable, parse_registers
 from metrocloud.tariffs.taf1 import MAX_INTERVALS_PER_PERIOD, positive_int
@@ -27,20 +26,13 @@ KEYS = {"registers", "windows", "default_register", "utc_offset_minutes", "max_i
 class Taf2(RegisterProgram):
     name = "taf2"
     version = "1.0.0"
+    code_modules = (
+        "metrocloud.tariffs.base",
+        "metrocloud.tariffs.schedule",
+        "metrocloud.tariffs.taf2",
+        "metrocloud.fhe.evaluator",
+    )
     tariff_registers = 0  # set per configuration
-
-    @property
-    def software_id(self) -> SoftwareId:
-        return SoftwareId(
-            self.name,
-            self.version,
-            module_checksum(
-                "metrocloud.tariffs.base",
-                "metrocloud.tariffs.schedule",
-                __name__,
-                "metrocloud.fhe.evaluator",
-            ),
-        )
 
     def validate_config(self) -> None:
         unknown = set(self.config) - KEYS
