@@ -81,3 +81,36 @@ def test_uploads_ahead_of_their_key_registration_wait_for_it(cluster: Cluster) -
     assert not [e for e in logbook_entries(cluster.data, EventKind.REJECTION)], (
         "no upload may be refused while its customer's key registration is on its way"
     )
+
+
+def test_a_customer_who_registers_new_keys_is_billed_under_them(cluster: Cluster) -> None:
+    """Legal caches evaluation keys; a new registration must replace them, not be ignored."""
+    from datetime import timedelta
+
+    from metrocloud.fhe.context import CustomerKeyPair, Encryptor
+    from metrocloud.field.gateway import block_for
+
+    first = PipelineConfig(meters=1, days=1)
+    pipeline = Pipeline(cluster, first)
+    pipeline.provision()
+    asyncio.run(pipeline.register_keys())
+    asyncio.run(pipeline.send(pipeline.uploads("m-0001")))
+    (before,) = asyncio.run(pipeline.collect(timeout_s=60))
+    assert before.ok, before.verdict.reason
+
+    # the customer makes a new key pair; the next month is encrypted under it
+    assert pipeline.program is not None and pipeline.gateway is not None
+    program = pipeline.program
+    keys = CustomerKeyPair.for_program(program, block_for(96))
+    receiver = pipeline.receivers["c-0001"]
+    old_tag, receiver.keys = receiver.keys.key_tag, keys
+    binding = pipeline.gateway.meters["m-0001"]
+    binding.encryptor = Encryptor(program.params, keys.context, keys.public_key)
+    pipeline.config = PipelineConfig(
+        meters=1, days=1, first_day=first.first_day + timedelta(days=1)
+    )
+    asyncio.run(pipeline.register_keys())
+    asyncio.run(pipeline.send(pipeline.uploads("m-0001")))
+    (after,) = asyncio.run(pipeline.collect(timeout_s=90))
+    assert keys.key_tag != old_tag
+    assert after.ok, after.verdict.reason

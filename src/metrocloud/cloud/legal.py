@@ -87,16 +87,18 @@ class Legal(Service):
     async def serve(self) -> None:
         await self.consume("legal", self.handle, batch=1)
 
-    def customer_keys(self, customer: str) -> CustomerKeys | None:
-        """The customer's evaluation context, once storage holds every key part."""
-        if customer in self._keys:
-            return self._keys[customer]
+    def customer_keys(self, customer: str, key_tag: str | None = None) -> CustomerKeys | None:
+        """The customer's evaluation context, once storage holds every key part; loaded anew
+        when a transmission names another key (the customer registered new keys)."""
+        cached = self._keys.get(customer)
+        if cached is not None and key_tag in (None, cached.key_tag):
+            return cached
         stored = self.store.key_registration(customer)
         if not stored:
             return None
         parts = [KeyRegistration.decode(Envelope.decode(raw).body) for raw in stored]
-        if len(parts) < parts[0].parts:
-            return None  # the rest is on its way
+        if len(parts) < parts[0].parts or key_tag not in (None, parts[0].key_tag):
+            return None  # the rest, or the newer registration, is on its way
         first = parts[0]
         params = FheParameters.from_dict(first.parameters)
         context = deserialize_context(first.context)
@@ -134,7 +136,7 @@ class Legal(Service):
             )
             await msg.ack()
             return
-        keys = self.customer_keys(tx.customer)
+        keys = self.customer_keys(tx.customer, tx.key_tag)
         if keys is None:  # the key registration is still on its way to storage
             await msg.nak(delay=RETRY_DELAY_S)
             return
