@@ -10,6 +10,7 @@ and hands them to storage.
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 from typing import Any
 
@@ -80,6 +81,7 @@ class Legal(Service):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._keys: dict[str, CustomerKeys] = {}
+        self._programs: dict[tuple[str, str, str], TariffProgram] = {}
         # Fault injection for the testbed: "flip-r:<meter>" corrupts r (not r') of a meter.
         fault = self.options.get("fault", "")
         self._flip_r_of = fault.removeprefix("flip-r:") if fault.startswith("flip-r:") else None
@@ -118,7 +120,14 @@ class Legal(Service):
                 f"tariff {meter.tariff} is exact on {required.parameters_id}; the customer's "
                 f"keys are for {params.parameters_id}",
             )
-        return load_program(meter.tariff, params, meter.tariff_config)
+        key = (
+            meter.tariff,
+            json.dumps(meter.tariff_config, sort_keys=True),
+            required.parameters_id,
+        )
+        if key not in self._programs:  # one instance per configuration: it caches its masks
+            self._programs[key] = load_program(meter.tariff, params, meter.tariff_config)
+        return self._programs[key]
 
     async def handle(self, msg: Msg) -> None:
         env = Envelope.decode(msg.data)

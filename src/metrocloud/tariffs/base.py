@@ -230,6 +230,10 @@ class TariffProgram(ABC):
             )
 
 
+#: a register program's choice of register repeats every week (weekday and time of day)
+SCHEDULE_PERIOD = 7 * READINGS_PER_DAY
+
+
 class RegisterProgram(TariffProgram):
     """A program whose register choice for each quarter hour is public (its time), so a
     plaintext mask per register selects the energies: TAF 1 and TAF 2.
@@ -240,6 +244,10 @@ class RegisterProgram(TariffProgram):
     adds the partials, sums each block with log2(B) rotations and keeps the sums with a
     second mask level. Rotation keys: log2(B) + R + 2, whatever the number R of registers.
     """
+
+    def __init__(self, params: FheParameters, config: dict[str, Any]) -> None:
+        self._selections: dict[tuple[int, int, int], list[tuple[Any, int]]] = {}
+        super().__init__(params, config)
 
     @abstractmethod
     def prices(self) -> list[int]:
@@ -293,29 +301,40 @@ class RegisterProgram(TariffProgram):
     def decode(self, decrypted: Sequence[Sequence[int]], block: int) -> RegisterSet:
         return self.result_layout(self.layout(block)).decode(decrypted[0])
 
+    def selection(self, cc: Any, first_index: int, block: int) -> list[tuple[Any, int]]:
+        """(mask plaintext, rotation) pairs that turn a transmission into its partial.
+
+        Register 0, the error block and the integrity row stay where the gateway put them;
+        register k's energies move to its block, valid and error energy to the total block,
+        price-weighted energy to the bill block. The masks depend only on the slots' place
+        in the week, so c and c' and every week share the encoded plaintexts.
+        """
+        key = (id(cc), first_index % SCHEDULE_PERIOD, block)
+        if key not in self._selections:
+            layout = self.layout(block)
+            out = self.result_layout(layout)
+            b, half = layout.block, layout.half
+            per_register, slot_prices = self.masks(first_index, b)
+            ones = [1] * b
+            keep = per_register[0] + ones + [0] * (half - 2 * b) + ones + ones
+            moves = [(keep, 0)]
+            registers = zip(per_register[1:], out.register_slots[1:], strict=True)
+            moves += [(mask, -slot) for mask, slot in registers]
+            moves.append((ones, -out.total_at))
+            moves.append(([0] * layout.error_at + ones, layout.error_at - out.total_at))
+            moves.append((slot_prices, -out.bill_at))
+            self._selections[key] = [(cc.MakePackedPlaintext(m), step) for m, step in moves]
+        return self._selections[key]
+
     def evaluate(
         self, ev: Evaluator, cts: Sequence[Ciphertext], block: int, first_index: int
     ) -> list[Ciphertext]:
         (batch,) = cts
         cc = ev.cc
-        layout = self.layout(block)
-        out = self.result_layout(layout)
-        b, half = layout.block, layout.half
-        per_register, slot_prices = self.masks(first_index, b)
-        ones = [1] * b
-        # register 0, the error block and the integrity row stay where the gateway put them
-        keep = per_register[0] + ones + [0] * (half - 2 * b) + ones + ones
-        parts = [cc.EvalMult(batch, cc.MakePackedPlaintext(keep))]
-
-        def moved(mask: list[int], to: int, source: int = 0) -> Ciphertext:
-            vector = [0] * source + mask
-            return cc.EvalRotate(cc.EvalMult(batch, cc.MakePackedPlaintext(vector)), source - to)
-
-        for k, slot in enumerate(out.register_slots[1:], start=1):
-            parts.append(moved(per_register[k], slot))
-        parts.append(moved(ones, out.total_at))  # valid energy ...
-        parts.append(moved(ones, out.total_at, source=layout.error_at))  # ... plus error energy
-        parts.append(moved(slot_prices, out.bill_at))
+        parts = []
+        for plaintext, step in self.selection(cc, first_index, block):
+            part = cc.EvalMult(batch, plaintext)
+            parts.append(cc.EvalRotate(part, step) if step else part)
         return [ev.add_all(parts)]
 
     def read_out(
