@@ -17,10 +17,10 @@ from typing import Any
 
 from benchlib import machine, timed
 from metrocloud.cloud.cluster import Cluster
-from metrocloud.core.clock import READINGS_PER_DAY
 from metrocloud.fhe.context import CustomerKeyPair, Encryptor, deserialize_ciphertext
 from metrocloud.fhe.evaluator import Evaluator
-from metrocloud.fhe.packing import SlotLayout
+from metrocloud.fhe.packing import Interval
+from metrocloud.field.gateway import block_for
 from metrocloud.testbed.pipeline import Pipeline, PipelineConfig
 
 
@@ -61,40 +61,48 @@ def pipeline_run(meters: int, days: int, tariff: str) -> dict[str, float]:
 
 
 def fhe_steps(days: int, tariff: str) -> dict[str, float]:
+    """One meter's billing period as the pipeline sends it (the program's transmissions)."""
     config = PipelineConfig(meters=1, days=days, tariff=tariff)
     program = config.program()
     params = program.params
-    layout = SlotLayout.for_intervals(params, READINGS_PER_DAY)
-    keys = CustomerKeyPair.for_program(program, layout.block)
+    period = config.period
+    per_tx = program.transmission_intervals(period.intervals)
+    txs = [
+        [Interval(i, 1000) for i in range(first, first + count)]
+        for first, count in period.chunks(per_tx)
+    ]
+    block = block_for(per_tx)
+    keys = CustomerKeyPair.for_program(program, block)
     enc = Encryptor(params, keys.context, keys.public_key)
-    slots = layout.pack("m-bench", [])
+    vectors = [program.encode("m-bench", tx, block, period.start) for tx in txs]
+    blobs = [[enc.encrypt(v) for v in tx] for tx in vectors]
     ev = Evaluator(keys.context, params.slots)
-    blob = enc.encrypt(slots)
-    first = config.period.start
 
-    def evaluate() -> Any:
-        ct = deserialize_ciphertext(blob, params, keys.key_tag)
-        return program.evaluate(ev, [ct], layout.block, first)
+    def cloud() -> list[Any]:
+        cts = [[deserialize_ciphertext(b, params, keys.key_tag) for b in tx] for tx in blobs]
+        partials = [
+            program.evaluate(ev, c, block, tx[0].index) for c, tx in zip(cts, txs, strict=True)
+        ]
+        return list(program.read_out(ev, partials, block, period.start))
 
-    partials = [evaluate() for _ in range(days)]
-    (r,) = program.read_out(ev, partials, layout.block)
-    steps = program.rotation_steps(layout.block)
+    r = cloud()
     seconds = {
-        "key generation per customer (s)": lambda: CustomerKeyPair.generate(params, steps),
-        "gateway: encrypt one meter-day, c and c' (ms)": lambda: enc.encrypt(slots),
-        "legal: deserialize + evaluate one meter-day, c and c' (ms)": evaluate,
-        f"legal: read-out of a {days}-day period, r and r' (ms)": lambda: program.read_out(
-            ev, partials, layout.block
+        "key generation per customer (s)": lambda: CustomerKeyPair.for_program(program, block),
+        "gateway: encode + encrypt one meter-period, c and c' (ms)": lambda: [
+            enc.encrypt(v) for tx in vectors for v in tx
+        ],
+        "legal: deserialize, evaluate, read out one meter-period, r and r' (ms)": cloud,
+        "receiver: decrypt + decode r and r' (ms)": lambda: program.decode(
+            [keys.decrypt(c, params.slots) for c in r], block
         ),
-        "receiver: decrypt r and r' (ms)": lambda: keys.decrypt(r, params.slots),
     }
     out = {}
     for name, fn in seconds.items():
         median = timed(fn, 3 if "(s)" in name else 5)[0]
         out[name] = median if "(s)" in name else 2e3 * median  # c and c' (r and r'): twice
-    out["rotation keys per customer (MB)"] = len(keys.rotation_keys_bytes()) / 1e6
-    out["rotation keys (count)"] = len(steps)
-    out["ciphertext size (kB)"] = len(blob) / 1e3
+    out["evaluation keys per customer (MB)"] = len(keys.evaluation_keys_bytes()) / 1e6
+    out["transmissions per meter-period"] = len(txs)
+    out["ciphertext size (kB)"] = len(blobs[0][0]) / 1e3
     return out
 
 

@@ -2,9 +2,10 @@
 
 Every operation is decrypted and compared lane by lane with its plaintext reference, on
 128-lane vectors whose first lanes are the edges (0, 1, the threshold and its neighbours,
-the largest value). Circuits of depth <= 2 run on the default parameter set (N=8192,
-depth 2); the 13-bit comparisons, which need depth 6 with the multiplication and the mask
-that follow them, run on N=16384, depth 6 over every 13-bit value. The circuit simulator
+the largest value). Circuits of depth <= 2 run on N=8192 at depth 2 (the register
+tariffs' default set has depth 1); the 13-bit comparisons, which need depth 6 with the
+multiplication and the mask that follow them, run on N=16384, depth 6 over every 13-bit
+value. The circuit simulator
 checks the depth each operation documents, exhaustively over small bit widths.
 """
 
@@ -29,7 +30,7 @@ from metrocloud.fhe.arith import (
     log_depth,
     to_bits,
 )
-from metrocloud.fhe.params import DEFAULT_PARAMETERS, PLAINTEXT_MODULUS_40, FheParameters
+from metrocloud.fhe.params import PLAINTEXT_MODULUS_40, FheParameters
 
 if TYPE_CHECKING:
     from metrocloud.fhe.context import CustomerKeyPair
@@ -72,10 +73,13 @@ class Fhe:
         return self.keys.decrypt(ct, self.lanes)
 
 
+DEPTH_2 = FheParameters(multiplicative_depth=2)
+
+
 @pytest.fixture(scope="module")
 def fhe() -> Fhe:
-    """The default parameter set (depth 2): key generation once for the module."""
-    return Fhe.create(DEFAULT_PARAMETERS, LANES)
+    """N = 8192 at depth 2: key generation once for the module."""
+    return Fhe.create(DEPTH_2, LANES)
 
 
 @pytest.fixture(scope="module")

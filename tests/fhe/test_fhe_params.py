@@ -1,31 +1,40 @@
 """The default BFV parameter set: its arithmetic facts and a known-answer test at its edges.
 
 Every parameter set can fail silently (wrong numbers, no error), so the default set is checked
-against a plaintext simulation of exactly the operations the tariff programs use: packing,
-addition, per-row rotations (block sums) and plaintext masks, with results that wrap mod t.
+against a plaintext model of exactly the operations the register tariff programs use: packed
+encryption, additions of a month of transmissions, and one product with a plaintext weight
+polynomial (coefficient encoding, :mod:`metrocloud.fhe.coefficients`), at the largest values
+the programs accept, with every coefficient compared.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import pytest
+from poly_helpers import negacyclic_product
 
+from metrocloud.fhe.coefficients import codec_for
 from metrocloud.fhe.context import (
     CustomerKeyPair,
     Encryptor,
     create_context,
     deserialize_ciphertext,
 )
-from metrocloud.fhe.evaluator import Evaluator, Placement, placement_steps
+from metrocloud.fhe.evaluator import Evaluator
+from metrocloud.fhe.packing import Interval, index_fingerprint
 from metrocloud.fhe.params import DEFAULT_PARAMETERS, PLAINTEXT_MODULUS_40, FheParameters
+from metrocloud.tariffs.base import TariffConfigError
+from metrocloud.tariffs.register import CoefficientLayout
+from metrocloud.tariffs.taf1 import MAX_INTERVALS_PER_PERIOD, Taf1
 
 P = DEFAULT_PARAMETERS
 T = P.plaintext_modulus
+N = P.ring_dimension
 H = P.row
-TOP = T // 2 - 1  # the largest value the Encryptor accepts
+TOP = T // 2  # the largest value the Encryptor accepts (and -TOP the smallest)
 
 # First twelve primes: as Miller–Rabin bases they decide primality exactly below 3.18e23.
 _MR_BASES = (2, 3, 5, 7, 11, 13, 17, 19, 23, 29, 31, 37)
@@ -91,7 +100,7 @@ def test_default_parameter_values() -> None:
     assert P.ring_dimension == 8192
     assert P.slots == 8192
     assert P.row == 4096
-    assert P.multiplicative_depth >= 1
+    assert P.multiplicative_depth == 1  # what the known-answer test below covers
 
 
 def test_parameters_id_is_stable_and_distinguishes_sets() -> None:
@@ -101,7 +110,7 @@ def test_parameters_id_is_stable_and_distinguishes_sets() -> None:
     assert FheParameters.from_dict(P.to_dict()) == P
     assert FheParameters.from_dict(P.to_dict()).parameters_id == P.parameters_id
     others = [
-        FheParameters(multiplicative_depth=1),
+        FheParameters(multiplicative_depth=2),
         FheParameters(multiplicative_depth=3),
         FheParameters(security_level="HEStd_192_classic"),
         FheParameters(ring_dimension=16384),
@@ -117,7 +126,7 @@ def test_parameters_id_is_pinned() -> None:
 
     raw = json.dumps(
         {
-            "multiplicative_depth": 2,
+            "multiplicative_depth": 1,
             "plaintext_modulus": 1_099_511_922_689,
             "ring_dimension": 8192,
             "scheme": "BFV",
@@ -164,59 +173,15 @@ def test_create_context_refuses_an_insecure_ring_dimension() -> None:
         create_context(FheParameters(ring_dimension=4096))
 
 
-# -- known-answer test ------------------------------------------------------------------------
-
-
-def rotate(v: Sequence[int], step: int) -> list[int]:
-    """Plaintext model of EvalRotate: a left rotation of each row of H slots by ``step``."""
-    out = []
-    for base in (0, H):
-        row = v[base : base + H]
-        out.extend(row[(j + step) % H] for j in range(H))
-    return out
-
-
-def model_block_sum(v: Sequence[int], steps: Sequence[int]) -> list[int]:
-    out = list(v)
-    for s in steps:
-        out = [(a + b) % T for a, b in zip(out, rotate(out, s), strict=True)]
-    return out
-
-
-def model_assemble(v: Sequence[int], placements: Sequence[Placement]) -> list[int]:
-    out = [0] * len(v)
-    for p in placements:
-        out[p.target] = (out[p.target] + p.weight * rotate(v, p.step)[p.target]) % T
-    return out
-
-
-BLOCK = 8
-STEPS = [1, 2, 4]
-BIG_WEIGHT = 987_654_321  # times a block sum near t/2: far beyond t, wraps
-
-PLACEMENTS = [
-    Placement(0, 0),  # block 0 stays
-    Placement(BLOCK, 1),  # block 1 (wraps) to slot 1
-    Placement(0, 2),
-    Placement(BLOCK, 2),  # two sources added in one slot
-    Placement(0, 3, BIG_WEIGHT),  # weighted: wraps beyond t
-    Placement(2 * BLOCK, 4, 3),  # weighted sum of block 2
-    Placement(H, H),  # row 1, step 0
-    Placement(H + BLOCK, H + 1),  # row 1, shares step 7 with block 1
-    Placement(H - BLOCK, 5),  # the last block of row 0 (cyclic edge)
-]
+# -- known-answer test: slots -------------------------------------------------------------------
 
 
 def kat_vector() -> list[int]:
+    """Slot values at the edges of what the Encryptor takes: [-t/2, t/2], t odd."""
     v = [0] * P.slots
-    v[0:4] = [0, 1, 5000, TOP]  # block 0: (t - 1) / 2 + 5000, no wrap
-    v[BLOCK : BLOCK + 4] = [TOP, TOP, 5000, 1]  # block 1: t - 3 + 5001 -> wraps to 4998
-    v[2 * BLOCK : 3 * BLOCK] = [TOP] * BLOCK  # block 2: 8 * TOP, wraps several times
-    v[H - BLOCK : H] = [5000] * BLOCK  # last block of row 0
-    v[H - 1] = TOP  # last slot of row 0: rotations must not leak it into row 1
-    v[H : H + 4] = [1, 5000, TOP, 0]  # row 1
-    v[H + BLOCK : H + BLOCK + 2] = [TOP, TOP]
-    v[P.slots - 1] = TOP  # last slot of row 1
+    v[0:6] = [0, 1, 5000, TOP, -TOP, -1]
+    v[H - 2 : H + 2] = [TOP, TOP, -TOP, 2**32 - 1]  # the two rows' edge
+    v[P.slots - 1] = -TOP
     return v
 
 
@@ -227,18 +192,23 @@ class Kat:
     ev: Evaluator
     ct: Any
 
+    def encrypt(self, slots: list[int]) -> Any:
+        return deserialize_ciphertext(self.enc.encrypt(slots), P, self.keys.key_tag)
+
 
 @pytest.fixture(scope="module")
 def kat() -> Iterator[Kat]:
-    steps = set(STEPS) | placement_steps(PLACEMENTS)
-    keys = CustomerKeyPair.generate(P, steps)
+    keys = CustomerKeyPair.generate(P, [])
     enc = Encryptor(P, keys.context, keys.public_key)
     ct = deserialize_ciphertext(enc.encrypt(kat_vector()), P, keys.key_tag)
     yield Kat(keys, enc, Evaluator(keys.context, P.slots), ct)
 
 
 def test_kat_encrypt_decrypt_round_trip(kat: Kat) -> None:
-    assert kat.keys.decrypt(kat.ct, P.slots) == kat_vector()
+    """Decrypted slots come back in [0, t): negative values as t - |v|."""
+    got = kat.keys.decrypt(kat.ct, P.slots)
+    assert got == [v % T for v in kat_vector()]
+    assert got[3:6] == [TOP, TOP + 1, T - 1]  # t/2 rounded down and up: t = 2 * TOP + 1
 
 
 def test_kat_add_all_wraps_mod_t(kat: Kat) -> None:
@@ -246,36 +216,125 @@ def test_kat_add_all_wraps_mod_t(kat: Kat) -> None:
     expected = [(3 * v) % T for v in kat_vector()]
     assert kat.keys.decrypt(total, P.slots) == expected
     assert expected[3] == (3 * TOP) % T == 3 * TOP - T  # really wrapped
+    assert expected[4] == (-3 * TOP) % T == 2 * T - 3 * TOP  # and below zero
 
 
-def test_kat_block_sum(kat: Kat) -> None:
-    got = kat.keys.decrypt(kat.ev.block_sum(kat.ct, STEPS), P.slots)
-    expected = model_block_sum(kat_vector(), STEPS)
-    assert got == expected
-    # Spelled out at the interesting slots:
-    assert got[0] == T // 2 + 5000  # 0 + 1 + 5000 + (t - 3) / 2
-    assert got[BLOCK] == 4998  # 2 * TOP + 5001 = t + 4998
-    assert got[2 * BLOCK] == (BLOCK * TOP) % T
-    assert got[H - BLOCK] == (7 * 5000 + TOP) % T
-    assert got[H] == 1 + 5000 + TOP
-    assert got[H + BLOCK] == 2 * TOP
+def test_kat_add_all_refuses_nothing(kat: Kat) -> None:
+    with pytest.raises(ValueError, match="nothing"):
+        kat.ev.add_all([])
 
 
-def test_kat_assemble_with_masks(kat: Kat) -> None:
-    sums = kat.ev.block_sum(kat.ct, STEPS)
-    got = kat.keys.decrypt(kat.ev.assemble(sums, PLACEMENTS), P.slots)
-    block_sums = model_block_sum(kat_vector(), STEPS)
-    expected = model_assemble(block_sums, PLACEMENTS)
-    assert got == expected
-    b0, b1, b2 = block_sums[0], block_sums[BLOCK], block_sums[2 * BLOCK]
-    assert got[0] == b0
-    assert got[1] == b1 == 4998
-    assert got[2] == (b0 + b1) % T
-    assert got[3] == (BIG_WEIGHT * b0) % T
-    assert BIG_WEIGHT * b0 > T  # the product wrapped
-    assert got[4] == (3 * b2) % T
-    assert got[5] == (8 * 5000 - 5000 + TOP) % T
-    assert got[H] == block_sums[H]
-    assert got[H + 1] == block_sums[H + BLOCK]
-    placed = {p.target for p in PLACEMENTS}
-    assert all(v == 0 for i, v in enumerate(got) if i not in placed)
+# -- known-answer test: the register programs' worst case ------------------------------------------
+#
+# A 31-day month, one transmission a day, every quarter hour at the largest energy a meter may
+# report, priced at the largest price TAF 1 accepts: the bill is the largest value the circuit
+# (31 additions, one plaintext product) ever produces, just below t. Both weight windows carry
+# the price, so both outputs of the product are at that edge.
+
+MAX_WH = 5000
+MAX_PRICE = (T - 1) // (MAX_WH * MAX_INTERVALS_PER_PERIOD)
+DAYS, PER_DAY = 31, 96
+PERIOD_START = 1_000_003  # an odd quarter hour
+METER = "m-worst-case"
+LAYOUT = CoefficientLayout(P)
+
+
+def test_the_worst_case_is_taf1s_limit() -> None:
+    assert DAYS * PER_DAY == MAX_INTERVALS_PER_PERIOD <= LAYOUT.capacity
+    assert MAX_WH * MAX_INTERVALS_PER_PERIOD * MAX_PRICE < T
+    assert MAX_WH * MAX_INTERVALS_PER_PERIOD * (MAX_PRICE + 1) >= T
+    Taf1(P, {"price_mct_per_kwh": MAX_PRICE, "max_interval_wh": MAX_WH})
+    with pytest.raises(TariffConfigError, match="exact range"):
+        Taf1(P, {"price_mct_per_kwh": MAX_PRICE + 1, "max_interval_wh": MAX_WH})
+
+
+def worst_case_days() -> list[list[Interval]]:
+    return [
+        [Interval(PERIOD_START + d * PER_DAY + j, MAX_WH) for j in range(PER_DAY)]
+        for d in range(DAYS)
+    ]
+
+
+@dataclass
+class WorstCase:
+    days: list[list[int]]  # the coefficients of each transmission, as CoefficientLayout packs them
+    weights: list[int]  # the product polynomial
+    period: list[int]  # the decrypted coefficients of the sum of all transmissions
+    product: list[int]  # ... and of its product with the weights
+
+
+@pytest.fixture(scope="module")
+def worst_case() -> Iterator[WorstCase]:
+    keys = CustomerKeyPair.generate(P, [])
+    enc = Encryptor(P, keys.context, keys.public_key)
+    codec = codec_for(P)
+    days = [LAYOUT.pack(METER, day, PERIOD_START) for day in worst_case_days()]
+    cts = [
+        deserialize_ciphertext(enc.encrypt(codec.to_slots([c % T for c in d])), P, keys.key_tag)
+        for d in days
+    ]
+    (weights,) = LAYOUT.weights([[MAX_PRICE] * LAYOUT.capacity] * 2)
+    period = Evaluator(keys.context, P.slots).add_all(cts)
+    product = keys.context.EvalMult(
+        period, keys.context.MakePackedPlaintext(codec.to_slots(weights))
+    )
+    yield WorstCase(
+        days,
+        weights,
+        codec.from_slots(keys.decrypt(period, P.slots)),
+        codec.from_slots(keys.decrypt(product, P.slots)),
+    )
+
+
+def test_worst_case_transmissions_are_packed_as_expected(worst_case: WorstCase) -> None:
+    for d, coefficients in enumerate(worst_case.days):
+        first = d * PER_DAY
+        assert len(coefficients) == H
+        assert coefficients[first : first + PER_DAY] == [MAX_WH] * PER_DAY
+        assert all(
+            c == 0
+            for j, c in enumerate(coefficients[: LAYOUT.capacity])
+            if not first <= j < first + PER_DAY
+        )
+        indices = range(PERIOD_START + first, PERIOD_START + first + PER_DAY)
+        assert coefficients[LAYOUT.error_at :] == [
+            0,
+            PER_DAY * MAX_WH,
+            sum(indices),
+            sum(index_fingerprint(METER, i) for i in indices),
+        ]
+    assert LAYOUT.outputs_at == (H - 1, N - 1)
+    w = worst_case.weights
+    assert len(w) == N
+    assert w[4:H] == [MAX_PRICE] * LAYOUT.capacity == w[H + 4 :]
+    assert w[:4] == [0] * 4 == w[H : H + 4]
+
+
+def test_worst_case_period_sum_is_exact(worst_case: WorstCase) -> None:
+    period = worst_case.period
+    indices = range(PERIOD_START, PERIOD_START + MAX_INTERVALS_PER_PERIOD)
+    fingerprints = sum(index_fingerprint(METER, i) for i in indices)
+    assert fingerprints > T  # the fingerprint sum wraps
+    expected = [MAX_WH] * MAX_INTERVALS_PER_PERIOD + [0] * (
+        LAYOUT.capacity - MAX_INTERVALS_PER_PERIOD
+    )
+    expected += [0, MAX_WH * MAX_INTERVALS_PER_PERIOD, sum(indices) % T, fingerprints % T]
+    expected += [0] * (N - H)
+    assert period == expected
+    # The spare coefficients, spelled out.
+    assert period[LAYOUT.error_at] == 0
+    assert period[LAYOUT.total_at] == 14_880_000
+    assert period[LAYOUT.index_at] == sum(indices)
+    assert period[LAYOUT.fingerprint_at] == fingerprints - (fingerprints // T) * T
+
+
+def test_worst_case_product_is_exact_just_below_t(worst_case: WorstCase) -> None:
+    bill = MAX_WH * MAX_INTERVALS_PER_PERIOD * MAX_PRICE
+    assert T - T // 1000 < bill < T  # the edge of the exact range
+    for at in LAYOUT.outputs_at:
+        assert worst_case.product[at] == bill
+
+
+def test_worst_case_product_equals_the_model_in_every_coefficient(worst_case: WorstCase) -> None:
+    """Not only the outputs: the whole product, wrapped coefficients included."""
+    assert worst_case.product == negacyclic_product(worst_case.period, worst_case.weights, T)

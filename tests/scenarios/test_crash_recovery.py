@@ -6,6 +6,7 @@ import asyncio
 import signal
 
 from metrocloud.cloud.cluster import Cluster
+from metrocloud.core.clock import READINGS_PER_DAY
 from metrocloud.core.events import EventKind
 from metrocloud.testbed.observe import logbook_entries, wait_for
 from metrocloud.testbed.pipeline import Pipeline, PipelineConfig
@@ -23,6 +24,10 @@ def test_legal_killed_mid_month_bills_every_reading_once(cluster: Cluster) -> No
     config = PipelineConfig(meters=3, days=6)
     pipeline = Pipeline(cluster, config)
     pipeline.provision()
+    assert pipeline.gateway is not None
+    # a day per transmission (the default is the whole period in one): six per meter, so
+    # that legal can be killed with part of the month processed and part in flight
+    pipeline.gateway.per_transmission = READINGS_PER_DAY
     uploads = {m: pipeline.uploads(m) for m in pipeline.meter_ids}
     first_half = [msg for m in pipeline.meter_ids for msg in uploads[m][:3]]
     second_half = [msg for m in pipeline.meter_ids for msg in uploads[m][3:]]

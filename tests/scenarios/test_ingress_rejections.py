@@ -1,6 +1,7 @@
 """Ingress refuses every bad upload with a clear reason in the logbook and loses nothing.
 
-One cluster for the whole module: two meters × two days. The first good transmission
+One cluster for the whole module: two meters × two days, a day per transmission. The first
+good transmission
 (m-0001, day 0) is accepted first; then every bad message below is published on the
 gateway's subject; then the rest of the good uploads. Each bad message must be refused at
 ingress with its own reason code (matched to it through its JetStream sequence number), and
@@ -135,7 +136,11 @@ def build_bad_messages(pipeline: Pipeline, accepted: bytes, other_pki: Path) -> 
         "oversized-message": seal(ident, padded),
         "other-customer-key": seal(ident, _reencrypted(tx("m-0002", 0), DEFAULT_PARAMETERS)),
         "other-depth-parameters": seal(
-            ident, _reencrypted(tx("m-0002", 0), FheParameters(multiplicative_depth=1))
+            ident,
+            _reencrypted(
+                tx("m-0002", 0),
+                FheParameters(multiplicative_depth=DEFAULT_PARAMETERS.multiplicative_depth + 1),
+            ),
         ),
         "other-ring-dimension": seal(ident, _reencrypted(tx("m-0002", 1), alien_params)),
         "names-other-parameters": seal(
@@ -194,6 +199,10 @@ def scenario(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Scenario]:
     try:
         pipeline = Pipeline(cluster, PipelineConfig(meters=2, days=2))
         pipeline.provision()
+        assert pipeline.gateway is not None
+        # a day per transmission (the default is one per period): the bad messages below
+        # are built from the second day, which must not have been accepted yet
+        pipeline.gateway.per_transmission = READINGS_PER_DAY
         uploads = {m: pipeline.uploads(m) for m in pipeline.meter_ids}
         first, *rest_of_first = uploads["m-0001"]
         rest = rest_of_first + uploads["m-0002"]

@@ -43,9 +43,10 @@ def test_every_bill_verifies_and_equals_the_reference(cluster: Cluster) -> None:
     wait_for(logged)
     entries = logbook_entries(cluster.data)
     arrivals = [e for e in entries if e.event.kind is EventKind.ARRIVAL]
-    assert len(arrivals) == 3 * (2 + 1)  # two days and one period closing per meter
+    # by default the whole period is one transmission: it and the closing per meter
+    assert len(arrivals) == 3 * (1 + 1)
     steps = [e.event.detail.get("step") for e in entries if e.event.kind is EventKind.PROCESSING]
-    assert steps.count("evaluate") == 3 * 2 * 1 and steps.count("read-out") == 3
+    assert steps.count("evaluate") == 3 * 1 and steps.count("read-out") == 3
     book = HashChainLogbook(Path(cluster.data.logbook))
     try:
         assert book.verify().ok
@@ -80,12 +81,13 @@ def test_tampered_result_is_rejected_by_the_receiver_and_logged(tmp_path: Path) 
 
 @pytest.mark.parametrize("tariff", ["taf2", "taf3", "taf4"])
 def test_every_tariff_bills_exactly_through_the_cloud(cluster: Cluster, tariff: str) -> None:
-    """Through the whole pipeline: multi-part key registrations, whole-period bit-sliced
-    transmissions (TAF 3, 4), several result ciphertexts, bills equal to the reference."""
+    """Through the whole pipeline: multi-part key registrations (TAF 3, 4), whole-period
+    transmissions (coefficient-encoded for TAF 2, bit-sliced for TAF 3, 4), several result
+    ciphertexts, bills equal to the reference."""
     pipeline = Pipeline(cluster, PipelineConfig(meters=1, days=2, tariff=tariff))
     pipeline.provision()
     uploads = pipeline.uploads("m-0001")
-    assert len(uploads) == (1 if tariff in ("taf3", "taf4") else 2) + 1  # + the closing
+    assert len(uploads) == 1 + 1  # the whole period in one transmission, and the closing
     (outcome,) = run(pipeline)
     assert outcome.ok, outcome.verdict.reason
     registers = outcome.verdict.registers

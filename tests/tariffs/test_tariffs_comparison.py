@@ -296,7 +296,7 @@ def test_encode_puts_every_block_where_the_lane_layout_says(cls: type[Comparison
     n = 2100  # lanes in both rows
     ivs = month([(rng.choice([0, 1, 4095, 4096, 5000, rng.randint(0, 5000)]), rng.random() < 0.1)
                  for _ in range(n)])  # fmt: skip
-    vectors = prog.encode("m-lay", ivs, BLOCK)
+    vectors = prog.encode("m-lay", ivs, BLOCK, JANUARY)
     blocks = expected_blocks(cls, "m-lay", ivs)
     assert len(blocks) == {Taf3: 16, Taf4: 28}[cls]
     assert len(vectors) == len(blocks) // 4 == {Taf3: 4, Taf4: 7}[cls]
@@ -325,15 +325,15 @@ def test_encode_puts_every_block_where_the_lane_layout_says(cls: type[Comparison
 def test_encode_refuses_what_does_not_fit() -> None:
     prog3, prog4 = Taf3(P, TAF3_CONFIG), Taf4(P, TAF4_CONFIG)
     with pytest.raises(TariffConfigError, match="at most 2976 intervals"):
-        prog3.encode("m", month([(0, False)] * (MONTH + 1)), BLOCK)
+        prog3.encode("m", month([(0, False)] * (MONTH + 1)), BLOCK, JANUARY)
     with pytest.raises(TariffConfigError, match="at most 2976 intervals"):
         prog3.transmission_intervals(MONTH + 1)
     assert prog4.transmission_intervals(MONTH) == MONTH  # one transmission per period
     with pytest.raises(ValueError, match="does not fit 13 bits"):
-        prog3.encode("m", month([(8192, False)]), BLOCK)
+        prog3.encode("m", month([(8192, False)]), BLOCK, JANUARY)
     with pytest.raises(ValueError, match="does not fit 13 bits"):
-        prog3.encode("m", month([(-1, False)]), BLOCK)
-    assert prog3.encode("m", month([(8192, True)]), BLOCK)  # errors are not compared
+        prog3.encode("m", month([(-1, False)]), BLOCK, JANUARY)
+    assert prog3.encode("m", month([(8192, True)]), BLOCK, JANUARY)  # errors are not compared
 
 
 # -- plaintext reference, by hand ------------------------------------------------------------------
@@ -404,10 +404,10 @@ class World:
         assert prog.rotation_steps(BLOCK) <= set(self.keys.rotation_steps)
         cts = [
             deserialize_ciphertext(self.enc.encrypt(v), prog.params, self.keys.key_tag)
-            for v in prog.encode(meter, ivs, BLOCK)
+            for v in prog.encode(meter, ivs, BLOCK, ivs[0].index)
         ]
         partial = prog.evaluate(self.ev, cts, BLOCK, ivs[0].index)
-        r = prog.read_out(self.ev, [partial], BLOCK)
+        r = prog.read_out(self.ev, [partial], BLOCK, ivs[0].index)
         return prog.decode([self.keys.decrypt(c, P.slots) for c in r], BLOCK)
 
     def check(self, prog: ComparisonProgram, meter: str, ivs: Sequence[Interval]) -> RegisterSet:

@@ -2,21 +2,30 @@
 
 from __future__ import annotations
 
+import random
 import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import msgpack
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from metrocloud.fhe.context import CustomerKeyPair, Encryptor, deserialize_ciphertext
+from metrocloud.fhe.context import (
+    Ciphertext,
+    CustomerKeyPair,
+    Encryptor,
+    deserialize_ciphertext,
+    load_evaluation_keys,
+)
 from metrocloud.fhe.evaluator import Evaluator
-from metrocloud.fhe.packing import Interval, SlotLayout, index_fingerprint
+from metrocloud.fhe.packing import Interval, index_fingerprint
 from metrocloud.fhe.params import DEFAULT_PARAMETERS, FheParameters
 from metrocloud.tariffs import PROGRAMS, RegisterSet, TariffConfigError, load_program
 from metrocloud.tariffs.base import expected_integrity_sums
+from metrocloud.tariffs.register import CoefficientLayout, RegisterProgram
 from metrocloud.tariffs.taf1 import MAX_INTERVALS_PER_PERIOD, Taf1
 
 P = DEFAULT_PARAMETERS
@@ -25,7 +34,8 @@ MAX_WH = 5000
 PRICE = 32_000  # m¢/kWh
 # The largest price TAF1 accepts with the default max_interval_wh: the worst bill stays below t.
 MAX_PRICE = (T - 1) // (MAX_WH * MAX_INTERVALS_PER_PERIOD)
-PER_TX = 96
+PER_TX = 96  # a day of quarter hours
+CAPACITY = CoefficientLayout(P).capacity  # quarter hours one period can hold: N/2 - 4
 
 # -- configuration ----------------------------------------------------------------------------
 
@@ -138,13 +148,106 @@ def test_config_digest() -> None:
     assert a.config_digest != other_max.config_digest
 
 
-def test_rotation_steps_cover_the_read_out() -> None:
+# -- no evaluation keys, one transmission per period ---------------------------------------------
+
+
+@pytest.mark.parametrize("block", [1, 2, 64, 128, 4096])
+def test_register_programs_need_no_evaluation_key(block: int) -> None:
     prog = Taf1(P, {"price_mct_per_kwh": PRICE})
-    layout = SlotLayout.for_intervals(P, PER_TX)
-    steps = prog.rotation_steps(layout.block)
-    assert set(layout.blocksum_steps()) <= steps
-    assert 0 not in steps
-    assert len(steps) <= 12  # only what the evaluation uses
+    assert prog.rotation_steps(block) == set()
+    assert prog.automorphisms() == []
+    assert prog.relinearization is False
+    keys = CustomerKeyPair.for_program(prog, block)
+    assert keys.rotation_steps == ()
+    assert keys.automorphisms == ()
+    assert keys.relinearization is False
+    assert keys.relinearization_key_bytes() == b""
+
+
+def test_the_empty_evaluation_key_blob_loads() -> None:
+    prog = Taf1(P, {"price_mct_per_kwh": PRICE})
+    keys = CustomerKeyPair.for_program(prog, PER_TX)
+    assert keys.rotation_keys_bytes() == b""
+    blob = keys.evaluation_keys_bytes()
+    assert msgpack.unpackb(blob, raw=False) == {"automorphism": b"", "mult": b""}
+    load_evaluation_keys(blob)  # what the cloud does with a registration: nothing to install
+
+
+def test_a_whole_period_is_one_transmission() -> None:
+    prog = Taf1(P, {"price_mct_per_kwh": PRICE})
+    assert P.ring_dimension // 2 - 4 == CAPACITY
+    for n in (1, PER_TX, 28 * PER_TX, MAX_INTERVALS_PER_PERIOD, CAPACITY):
+        assert prog.transmission_intervals(n) == n
+
+
+@pytest.mark.parametrize("n", [CAPACITY + 1, P.ring_dimension // 2, 43 * PER_TX, 10**6])
+def test_a_period_longer_than_the_capacity_is_refused(n: int) -> None:
+    with pytest.raises(TariffConfigError, match="does not fit") as exc:
+        Taf1(P, {"price_mct_per_kwh": PRICE}).transmission_intervals(n)
+    assert str(CAPACITY) in str(exc.value)
+
+
+@pytest.mark.parametrize("position", [-1, -PER_TX, CAPACITY, CAPACITY + 4, 10**6])
+def test_pack_refuses_an_interval_outside_the_period(position: int) -> None:
+    start = 50_000
+    layout = CoefficientLayout(P)
+    good = [Interval(start, 1), Interval(start + CAPACITY - 1, 1)]
+    layout.pack("m-1", good, start)  # the first and the last position are fine
+    with pytest.raises(ValueError, match="outside"):
+        layout.pack("m-1", [*good, Interval(start + position, 1)], start)
+    prog = Taf1(P, {"price_mct_per_kwh": PRICE})
+    with pytest.raises(ValueError, match="outside"):
+        prog.encode("m-1", [Interval(start + position, 1)], PER_TX, start)
+
+
+def test_pack_refuses_negative_energy() -> None:
+    with pytest.raises(ValueError, match="negative"):
+        CoefficientLayout(P).pack("m-1", [Interval(7, -1)], 0)
+
+
+def test_pack_layout() -> None:
+    layout = CoefficientLayout(P)
+    h = P.ring_dimension // 2
+    assert (layout.error_at, layout.total_at, layout.index_at, layout.fingerprint_at) == (
+        h - 4,
+        h - 3,
+        h - 2,
+        h - 1,
+    )
+    assert layout.outputs_at == (h - 1, P.ring_dimension - 1)
+    intervals = [Interval(1003, 17), Interval(1004, 5000, error=True), Interval(1010, 4)]
+    c = layout.pack("m-1", intervals, 1000)
+    assert len(c) == h
+    assert c[:8] == [0, 0, 0, 17, 0, 0, 0, 0]
+    assert c[10] == 4
+    assert sum(c[: layout.capacity]) == 21
+    assert c[layout.error_at :] == [
+        5000,
+        5021,
+        1003 + 1004 + 1010,
+        sum(index_fingerprint("m-1", i) for i in (1003, 1004, 1010)),
+    ]
+
+
+def test_encode_makes_one_centred_slot_vector() -> None:
+    prog = Taf1(P, {"price_mct_per_kwh": PRICE})
+    intervals = [Interval(100 + k, 5000) for k in range(PER_TX)]
+    (slots,) = prog.encode("m-1", intervals, PER_TX, 100)
+    assert len(slots) == P.slots
+    assert all(-(T // 2) <= v <= T // 2 for v in slots)
+    assert prog.encode("m-1", intervals, 1, 100) == [slots]  # the block plays no part
+    assert prog.encode("m-1", intervals, PER_TX, 99) != [slots]  # the period start does
+
+
+def test_decode_refuses_a_wrong_number_of_result_ciphertexts() -> None:
+    prog = Taf1(P, {"price_mct_per_kwh": PRICE})
+    zero = [0] * P.slots
+    assert prog.decode([zero, zero], PER_TX) == RegisterSet((0,), 0, 0, 0, 0, 0)
+    for count in (0, 1, 3, 4):
+        with pytest.raises(ValueError, match="result ciphertexts"):
+            prog.decode([zero] * count, PER_TX)
+    with pytest.raises(ValueError, match="slots"):
+        prog.decode([zero, zero[:-1]], PER_TX)
 
 
 # -- RegisterSet ---------------------------------------------------------------------------------
@@ -162,36 +265,73 @@ def test_register_set_consistency() -> None:
 # -- encrypted exactness ---------------------------------------------------------------------
 
 
+def block_for(intervals: int) -> int:
+    """The block a gateway names (a power of two >= a transmission's intervals); unused."""
+    block = 1
+    while block < intervals:
+        block *= 2
+    return block
+
+
 @dataclass
 class World:
-    prog: Taf1
+    """A receiver's keys, a gateway's encryptor and a cloud evaluator for one program."""
+
+    prog: RegisterProgram
     keys: CustomerKeyPair
     enc: Encryptor
     ev: Evaluator
-    layout: SlotLayout
 
-    def encrypt(self, meter: str, intervals: Sequence[Interval]) -> Any:
-        data = self.enc.encrypt(self.layout.pack(meter, intervals))
-        return deserialize_ciphertext(data, P, self.keys.key_tag)
+    @classmethod
+    def create(cls, prog: RegisterProgram) -> World:
+        keys = CustomerKeyPair.for_program(prog, PER_TX)
+        return cls(
+            prog,
+            keys,
+            Encryptor(P, keys.context, keys.public_key),
+            Evaluator(keys.context, P.slots),
+        )
 
-    def billed(self, meter: str, transmissions: Sequence[Sequence[Interval]]) -> RegisterSet:
-        cts = [self.encrypt(meter, tx) for tx in transmissions]
+    def transmit(
+        self, meter: str, tx: Sequence[Interval], block: int, period_start: int
+    ) -> list[Ciphertext]:
+        """What the gateway sends and the cloud parses: one ciphertext per slot vector."""
+        vectors = self.prog.encode(meter, tx, block, period_start)
+        return [deserialize_ciphertext(self.enc.encrypt(v), P, self.keys.key_tag) for v in vectors]
+
+    def result(
+        self, meter: str, transmissions: Sequence[Sequence[Interval]], period_start: int
+    ) -> list[Ciphertext]:
+        block = block_for(max(len(tx) for tx in transmissions))
         partials = [
-            self.prog.evaluate(self.ev, [ct], self.layout.block, tx[0].index if tx else 0)
-            for ct, tx in zip(cts, transmissions, strict=True)
+            self.prog.evaluate(
+                self.ev,
+                self.transmit(meter, tx, block, period_start),
+                block,
+                tx[0].index if tx else period_start,
+            )
+            for tx in transmissions
         ]
-        (r,) = self.prog.read_out(self.ev, partials, self.layout.block)
-        out = self.prog.result_layout(self.layout)
-        return out.decode(self.keys.decrypt(r, out.length))
+        return self.prog.read_out(self.ev, partials, block, period_start)
+
+    def decrypt(self, result: Sequence[Ciphertext]) -> RegisterSet:
+        return self.prog.decode([self.keys.decrypt(ct, P.slots) for ct in result], PER_TX)
+
+    def billed(
+        self,
+        meter: str,
+        transmissions: Sequence[Sequence[Interval]],
+        period_start: int | None = None,
+    ) -> RegisterSet:
+        """The decrypted registers of a period (by default it starts at its first reading)."""
+        if period_start is None:
+            period_start = min(iv.index for tx in transmissions for iv in tx)
+        return self.decrypt(self.result(meter, transmissions, period_start))
 
 
 @pytest.fixture(scope="module")
 def world() -> Iterator[World]:
-    prog = Taf1(P, {"price_mct_per_kwh": PRICE})
-    layout = SlotLayout.for_intervals(P, PER_TX)
-    keys = CustomerKeyPair.generate(P, prog.rotation_steps(layout.block))
-    enc = Encryptor(P, keys.context, keys.public_key)
-    yield World(prog, keys, enc, Evaluator(keys.context, P.slots), layout)
+    yield World.create(Taf1(P, {"price_mct_per_kwh": PRICE}))
 
 
 def split(
@@ -205,58 +345,100 @@ def split(
     return out
 
 
-energy = st.sampled_from([0, 1, 4999, 5000]) | st.integers(0, 5000)
+def flat(transmissions: Sequence[Sequence[Interval]]) -> list[Interval]:
+    return [iv for tx in transmissions for iv in tx]
+
+
+@dataclass
+class Period:
+    meter: str
+    start: int  # the period's first reading index (not necessarily a transmitted one)
+    transmissions: list[list[Interval]]
 
 
 @st.composite
-def periods(draw: st.DrawFn) -> tuple[str, list[list[Interval]]]:
-    sizes = draw(st.lists(st.integers(1, PER_TX), min_size=1, max_size=4))
-    values = draw(
-        st.lists(st.tuples(energy, st.booleans()), min_size=sum(sizes), max_size=sum(sizes))
-    )
+def periods(draw: st.DrawFn) -> Period:
+    """A period in transmissions of varied sizes: the whole month in one, days, a handful of
+    single quarter hours, or mixed sizes with gaps (readings the gateway never sent)."""
+    shape = draw(st.sampled_from(["month", "days", "singles", "mixed"]))
+    if shape == "month":
+        sizes = [
+            draw(st.sampled_from([MAX_INTERVALS_PER_PERIOD, CAPACITY]) | st.integers(1, CAPACITY))
+        ]
+    elif shape == "days":
+        sizes = [PER_TX] * draw(st.integers(1, 31))
+    elif shape == "singles":
+        sizes = [1] * draw(st.integers(1, 5))
+    else:
+        sizes = draw(st.lists(st.integers(1, 2 * PER_TX), min_size=2, max_size=6))
+    gaps = draw(st.lists(st.integers(0, 40), min_size=len(sizes), max_size=len(sizes)))
+    if sum(sizes) + sum(gaps) > CAPACITY:
+        gaps = [0] * len(sizes)
+    offset = draw(st.integers(0, CAPACITY - sum(sizes) - sum(gaps)))  # first reading - start
     start = draw(st.integers(0, 10**7))
+    seed = draw(st.integers(0, 2**32 - 1))
+    error_rate = draw(st.sampled_from([0.0, 0.05, 0.5, 1.0]))
+    rng = random.Random(seed)
+
+    def interval(index: int) -> Interval:
+        energy = rng.choice([0, 1, 4999, 5000, rng.randint(0, 5000)])
+        return Interval(index, energy, rng.random() < error_rate)
+
+    transmissions, index = [], start + offset
+    for size, gap in zip(sizes, gaps, strict=True):
+        index += gap
+        transmissions.append([interval(index + j) for j in range(size)])
+        index += size
     meter = draw(st.sampled_from(["m-0001", "meter/ü", "x"]))
-    return meter, split(start, sizes, values)
+    return Period(meter, start, transmissions)
 
 
-@settings(max_examples=12, deadline=None)
+@settings(max_examples=24, deadline=None)
 @given(periods())
-def test_read_out_equals_reference(world: World, period: tuple[str, list[list[Interval]]]) -> None:
-    meter, transmissions = period
-    got = world.billed(meter, transmissions)
-    flat = [iv for tx in transmissions for iv in tx]
-    expected = world.prog.reference(meter, flat)
+def test_read_out_equals_reference(world: World, period: Period) -> None:
+    got = world.billed(period.meter, period.transmissions, period.start)
+    expected = world.prog.reference(period.meter, flat(period.transmissions))
     assert got == expected
     assert got.consistent
     assert got.bill_microcent == got.tariff_registers_wh[0] * PRICE
 
 
+def test_result_is_the_period_and_one_product(world: World) -> None:
+    txs = split(1000, [PER_TX, PER_TX], [(7, False)] * (2 * PER_TX))
+    cts = [world.transmit("m-1", tx, PER_TX, 1000) for tx in txs]
+    assert all(len(c) == 1 for c in cts)
+    partials = [
+        world.prog.evaluate(world.ev, c, PER_TX, tx[0].index)
+        for c, tx in zip(cts, txs, strict=True)
+    ]
+    assert [p[0] for p in partials] == [c[0] for c in cts]  # evaluate is the identity
+    result = world.prog.read_out(world.ev, partials, PER_TX, 1000)
+    assert len(result) == 2  # S and S * q: 1 tariff register + the bill fill one product
+    assert world.decrypt(result) == world.prog.reference("m-1", flat(txs))
+    # The block is carried but plays no part.
+    again = world.prog.read_out(world.ev, partials, 1, 1000)
+    assert world.decrypt(again) == world.decrypt(result)
+
+
 def test_all_zeros(world: World) -> None:
     txs = split(500, [PER_TX, PER_TX], [(0, False)] * (2 * PER_TX))
     got = world.billed("m-1", txs)
-    assert got == world.prog.reference("m-1", [iv for tx in txs for iv in tx])
+    assert got == world.prog.reference("m-1", flat(txs))
     assert (got.tariff_registers_wh, got.error_register_wh, got.total_register_wh) == ((0,), 0, 0)
     assert got.bill_microcent == 0
     assert got.index_sum == sum(range(500, 500 + 2 * PER_TX))
 
 
-def test_full_month_at_the_maximum_is_exact_below_t() -> None:
+@pytest.mark.parametrize("per_tx", [PER_TX, MAX_INTERVALS_PER_PERIOD], ids=["days", "one"])
+def test_full_month_at_the_maximum_is_exact_below_t(per_tx: int) -> None:
     """31 days of 96 intervals, every one at 5000 Wh, at the highest price TAF1 accepts."""
     prog = Taf1(P, {"price_mct_per_kwh": MAX_PRICE})
-    layout = SlotLayout.for_intervals(P, PER_TX)
-    keys = CustomerKeyPair.generate(P, prog.rotation_steps(layout.block))
-    w = World(
-        prog,
-        keys,
-        Encryptor(P, keys.context, keys.public_key),
-        Evaluator(keys.context, P.slots),
-        layout,
-    )
-    start = 200_000
-    txs = split(start, [PER_TX] * 31, [(MAX_WH, False)] * MAX_INTERVALS_PER_PERIOD)
+    w = World.create(prog)
+    start = 200_001  # an odd quarter hour
+    sizes = [per_tx] * (MAX_INTERVALS_PER_PERIOD // per_tx)
+    txs = split(start, sizes, [(MAX_WH, False)] * MAX_INTERVALS_PER_PERIOD)
     got = w.billed("m-max", txs)
-    flat = [iv for tx in txs for iv in tx]
-    assert got == prog.reference("m-max", flat)
+    assert got == prog.reference("m-max", flat(txs))
     total_wh = MAX_WH * MAX_INTERVALS_PER_PERIOD
     assert got.tariff_registers_wh == (total_wh,)
     assert got.total_register_wh == total_wh
@@ -272,7 +454,7 @@ def test_full_month_at_the_maximum_is_exact_below_t() -> None:
 def test_all_error_period(world: World) -> None:
     txs = split(7, [PER_TX, 50], [(MAX_WH, True)] * (PER_TX + 50))
     got = world.billed("m-err", txs)
-    assert got == world.prog.reference("m-err", [iv for tx in txs for iv in tx])
+    assert got == world.prog.reference("m-err", flat(txs))
     assert got.tariff_registers_wh == (0,)
     assert got.error_register_wh == got.total_register_wh == MAX_WH * (PER_TX + 50)
     assert got.bill_microcent == 0
@@ -295,6 +477,15 @@ def test_single_error_interval(world: World) -> None:
     assert got.bill_microcent == 0
 
 
+def test_the_first_and_the_last_position_of_a_period(world: World) -> None:
+    start = 77_777
+    txs = [[Interval(start, 5000)], [Interval(start + CAPACITY - 1, 4999)]]
+    got = world.billed("m-1", txs, start)
+    assert got == world.prog.reference("m-1", flat(txs))
+    assert got.tariff_registers_wh == (9999,)
+    assert got.index_sum == 2 * start + CAPACITY - 1
+
+
 def test_fingerprint_sum_wraps_like_the_reference(world: World) -> None:
     """Many 32-bit fingerprints exceed t: both sides must reduce mod t alike."""
     n = 31 * PER_TX
@@ -303,11 +494,47 @@ def test_fingerprint_sum_wraps_like_the_reference(world: World) -> None:
     txs = split(0, [PER_TX] * 31, [(1, False)] * n)
     got = world.billed("m-fp", txs)
     assert got.fingerprint_sum == fp
-    assert got == world.prog.reference("m-fp", [iv for tx in txs for iv in tx])
+    assert got == world.prog.reference("m-fp", flat(txs))
+
+
+def test_another_meters_reference_differs_in_the_fingerprints(world: World) -> None:
+    """r computed from meter A's readings does not pass as meter B's period."""
+    txs = split(4_000, [PER_TX, PER_TX], [(100, False)] * (2 * PER_TX))
+    got = world.billed("m-A", txs)
+    mine, theirs = world.prog.reference("m-A", flat(txs)), world.prog.reference("m-B", flat(txs))
+    assert got == mine
+    assert got != theirs
+    assert got.fingerprint_sum != theirs.fingerprint_sum
+    assert (got.tariff_registers_wh, got.index_sum) == (
+        theirs.tariff_registers_wh,
+        theirs.index_sum,
+    )
+
+
+def test_a_repeated_or_missing_transmission_shows_in_the_integrity_sums(world: World) -> None:
+    txs = split(9_000, [PER_TX] * 3, [(10, False)] * (3 * PER_TX))
+    expected = world.prog.reference("m-1", flat(txs))
+    assert world.billed("m-1", txs) == expected
+    for wrong in ([txs[0], txs[1], txs[1], txs[2]], txs[:2]):
+        got = world.billed("m-1", wrong, 9_000)
+        assert got.index_sum != expected.index_sum
+        assert got.fingerprint_sum != expected.fingerprint_sum
+
+
+def test_one_program_serves_several_customers(world: World) -> None:
+    """The cloud keeps one program per configuration; its weight plaintexts must work under
+    every customer's context."""
+    other = World.create(world.prog)
+    assert other.keys.key_tag != world.keys.key_tag
+    txs = split(31_001, [PER_TX, 3], [(4999, False)] * (PER_TX + 3))
+    expected = world.prog.reference("m-2", flat(txs))
+    for w in (world, other, world):
+        assert w.billed("m-2", txs) == expected
 
 
 def test_other_parameter_set_is_checked_against_its_own_range() -> None:
-    p1 = FheParameters(multiplicative_depth=1)
-    Taf1(p1, {"price_mct_per_kwh": MAX_PRICE})
-    with pytest.raises(TariffConfigError, match=re.escape(p1.parameters_id)):
-        Taf1(p1, {"price_mct_per_kwh": MAX_PRICE + 1})
+    p2 = FheParameters(multiplicative_depth=2)
+    assert p2 != P
+    Taf1(p2, {"price_mct_per_kwh": MAX_PRICE})
+    with pytest.raises(TariffConfigError, match=re.escape(p2.parameters_id)):
+        Taf1(p2, {"price_mct_per_kwh": MAX_PRICE + 1})

@@ -176,9 +176,10 @@ class Legal(Service):
             return
         program = self.program(close.meter, keys.params)
         ev = keys.evaluator
-        r = program.read_out(ev, [keys.unpack(p) for _, p, _ in partials], close.block)
+        start = close.period_start
+        r = program.read_out(ev, [keys.unpack(p) for _, p, _ in partials], close.block, start)
         await msg.in_progress()
-        r_dup = program.read_out(ev, [keys.unpack(p) for _, _, p in partials], close.block)
+        r_dup = program.read_out(ev, [keys.unpack(p) for _, _, p in partials], close.block, start)
         r_bytes, r_dup_bytes = [serialize(c) for c in r], [serialize(c) for c in r_dup]
         if self._flip_r_of == close.meter:
             r_bytes[0] = flip_bytes(r_bytes[0])

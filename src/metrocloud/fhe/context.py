@@ -108,8 +108,10 @@ def load_relinearization_key(data: bytes) -> None:
         raise Rejected("malformed-evaluation-keys", f"cannot parse the mult key: {exc}") from None
 
 
-def load_evaluation_keys(blob: bytes) -> None:
-    """Install a receiver's evaluation keys (:meth:`CustomerKeyPair.evaluation_keys_bytes`)."""
+def load_evaluation_keys(blob: bytes) -> tuple[bool, bool]:
+    """Install a receiver's evaluation keys (:meth:`CustomerKeyPair.evaluation_keys_bytes`);
+    say which were there: (rotation or automorphism keys, relinearization key). A tariff
+    program may need none (the register tariffs)."""
     try:
         keys = msgpack.unpackb(blob, raw=False)
         automorphism, mult = keys["automorphism"], keys["mult"]
@@ -121,6 +123,7 @@ def load_evaluation_keys(blob: bytes) -> None:
         load_rotation_keys(automorphism)
     if mult:
         load_relinearization_key(mult)
+    return bool(automorphism), bool(mult)
 
 
 @dataclass
@@ -134,6 +137,7 @@ class CustomerKeyPair:
     rotation_steps: tuple[int, ...]
 
     relinearization: bool = False
+    automorphisms: tuple[int, ...] = ()
 
     @classmethod
     def generate(
@@ -159,7 +163,7 @@ class CustomerKeyPair:
             )
         if relinearization:
             cc.EvalMultKeyGen(kp.secretKey)
-        return cls(params, cc, kp.publicKey, kp.secretKey, steps, relinearization)
+        return cls(params, cc, kp.publicKey, kp.secretKey, steps, relinearization, tuple(extra))
 
     @classmethod
     def for_program(cls, program: Any, block: int) -> CustomerKeyPair:
@@ -191,6 +195,9 @@ class CustomerKeyPair:
         return str(self.public_key.GetKeyTag())
 
     def rotation_keys_bytes(self) -> bytes:
+        """The serialized rotation and automorphism keys, or b"" when none were generated."""
+        if not self.rotation_steps and not self.automorphisms:
+            return b""
         data = ofhe.SerializeEvalAutomorphismKeyString(ofhe.BINARY, self.key_tag)
         assert isinstance(data, bytes)
         return data
@@ -218,8 +225,8 @@ class Encryptor:
     def encrypt(self, slots: Sequence[int]) -> bytes:
         if len(slots) > self.params.slots:
             raise ValueError(f"{len(slots)} values do not fit {self.params.slots} slots")
-        t = self.params.plaintext_modulus
-        if any(not 0 <= v < t // 2 for v in slots):
-            raise ValueError("every slot value must lie in [0, t/2)")
+        half = self.params.plaintext_modulus // 2
+        if any(not -half <= v <= half for v in slots):
+            raise ValueError("every slot value must lie in [-t/2, t/2]")
         pt = self.context.MakePackedPlaintext(list(slots))
         return serialize(self.context.Encrypt(self.public_key, pt))

@@ -62,10 +62,10 @@ def _check_registration(
     if pk is None or pk.GetKeyTag() != key_tag:
         return "malformed-public-key", "the public key's tag differs from key_tag"
     try:
-        load_evaluation_keys(evaluation_keys)
+        rotations, _ = load_evaluation_keys(evaluation_keys)
     except Rejected as exc:
         return exc.reason, exc.detail
-    if not cc.GetExistingEvalAutomorphismKeyIndices(key_tag):
+    if rotations and not cc.GetExistingEvalAutomorphismKeyIndices(key_tag):
         return "malformed-evaluation-keys", "no rotation keys for the customer's key tag"
     return None
 

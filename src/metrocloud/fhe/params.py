@@ -25,7 +25,7 @@ class FheParameters:
 
     scheme: str = "BFV"
     plaintext_modulus: int = PLAINTEXT_MODULUS_40
-    multiplicative_depth: int = 2
+    multiplicative_depth: int = 1
     security_level: str = "HEStd_128_classic"
     ring_dimension: int = 8192
 

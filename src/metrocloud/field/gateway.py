@@ -1,7 +1,8 @@
 """The smart meter gateway: derives interval energies, encrypts them twice, signs, sends.
 
-For every transmission period (a day by default; a whole billing period for the comparison
-tariffs) and meter the gateway derives the interval energies from the meter's cumulative
+For every transmission period (by default the whole billing period, which is what the
+tariff programs need least bandwidth and cloud time for; shorter for the register tariffs
+when configured) and meter the gateway derives the interval energies from the meter's cumulative
 register readings, lets the customer's tariff program lay them out in slot vectors
 (bit-sliced where the tariff compares), encrypts them twice under the customer's public
 key (``c`` and ``c'``: the integrity protocol), and signs the message with its certified
@@ -14,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
-from metrocloud.core.clock import READINGS_PER_DAY, BillingPeriod, now_iso
+from metrocloud.core.clock import BillingPeriod, now_iso
 from metrocloud.core.messages import PeriodClose, Transmission, seal
 from metrocloud.fhe.context import Encryptor
 from metrocloud.fhe.packing import Interval
@@ -63,15 +64,16 @@ def block_for(intervals: int) -> int:
 
 
 class Gateway:
-    """The smart meter gateway. ``readings_per_transmission`` caps a transmission's length;
-    a tariff program may ask for whole periods (the comparison tariffs)."""
+    """The smart meter gateway. ``readings_per_transmission`` caps a transmission's length
+    (None: what the tariff program sends, a whole period); a tariff program may insist on
+    whole periods (the comparison tariffs)."""
 
     def __init__(
         self,
         gateway_id: str,
         identity: Identity,
         *,
-        readings_per_transmission: int = READINGS_PER_DAY,
+        readings_per_transmission: int | None = None,
     ) -> None:
         self.gateway_id = gateway_id
         self.identity = identity
@@ -90,9 +92,10 @@ class Gateway:
 
     def chunks(self, meter_id: str, period: BillingPeriod) -> list[tuple[int, int]]:
         program = self.meters[meter_id].program
-        if program.whole_period:
-            return period.chunks(program.transmission_intervals(period.intervals))
-        return period.chunks(min(self.per_transmission, period.intervals))
+        whole = program.transmission_intervals(period.intervals)
+        if program.whole_period or self.per_transmission is None:
+            return period.chunks(whole)
+        return period.chunks(min(self.per_transmission, whole))
 
     def block(self, meter_id: str, period: BillingPeriod) -> int:
         return block_for(max(count for _, count in self.chunks(meter_id, period)))
@@ -102,7 +105,8 @@ class Gateway:
         first, count = self.chunks(meter_id, period)[seq]
         block = self.block(meter_id, period)
         enc = binding.encryptor
-        vectors = binding.program.encode(meter_id, self.intervals(meter_id, first, count), block)
+        intervals = self.intervals(meter_id, first, count)
+        vectors = binding.program.encode(meter_id, intervals, block, period.start)
         return Transmission(
             gateway=self.gateway_id,
             meter=meter_id,

@@ -44,7 +44,6 @@ from metrocloud.tariffs.base import (
     RegisterSet,
     TariffConfigError,
     TariffProgram,
-    expected_integrity_sums,
 )
 from metrocloud.tariffs.taf1 import MAX_INTERVALS_PER_PERIOD, positive_int
 
@@ -189,7 +188,9 @@ class ComparisonProgram(TariffProgram):
             )
         return period_intervals
 
-    def encode(self, meter_id: str, intervals: Sequence[Interval], block: int) -> list[list[int]]:
+    def encode(
+        self, meter_id: str, intervals: Sequence[Interval], block: int, period_start: int
+    ) -> list[list[int]]:
         """The slot vectors the gateway encrypts (twice) for one billing period."""
         return self.layout.pack(self.input_blocks(meter_id, intervals))
 
@@ -264,7 +265,11 @@ class ComparisonProgram(TariffProgram):
         return out
 
     def read_out(
-        self, ev: Evaluator, partials: Sequence[Sequence[Ciphertext]], block: int
+        self,
+        ev: Evaluator,
+        partials: Sequence[Sequence[Ciphertext]],
+        block: int,
+        period_start: int,
     ) -> list[Ciphertext]:
         """Add the partials of the period and sum every block over its lanes."""
         arith = Arith(ev.cc, self.params.plaintext_modulus)
@@ -312,18 +317,7 @@ class ComparisonProgram(TariffProgram):
         for iv, x in zip(intervals, self.compared(intervals), strict=True):
             if not iv.error:
                 registers[self.band(x)] += iv.energy_wh
-        error = sum(iv.energy_wh for iv in intervals if iv.error)
-        index_sum, fp_sum = expected_integrity_sums(
-            meter_id, [iv.index for iv in intervals], self.params.plaintext_modulus
-        )
-        return RegisterSet(
-            tariff_registers_wh=tuple(registers),
-            error_register_wh=error,
-            total_register_wh=sum(registers) + error,
-            bill_microcent=self.bill(registers),
-            index_sum=index_sum,
-            fingerprint_sum=fp_sum,
-        )
+        return self.register_set(meter_id, intervals, registers)
 
 
 class Taf3(ComparisonProgram):

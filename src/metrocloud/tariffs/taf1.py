@@ -2,13 +2,14 @@
 
 Registers: one tariff register (all valid energy), the error register (energy the gateway
 could not attribute to a defined interval), the total register, and the bill. It is the
-time-dependent program with a single register: additions, rotations, two plaintext mask
-levels.
+time-dependent program with a single register (:mod:`metrocloud.tariffs.register`): one
+plaintext product per period, no rotation.
 """
 
 from __future__ import annotations
 
-from metrocloud.tariffs.base import RegisterProgram, TariffConfigError
+from metrocloud.tariffs.base import TariffConfigError
+from metrocloud.tariffs.register import RegisterProgram
 
 MAX_INTERVALS_PER_PERIOD = 31 * 96
 
@@ -24,11 +25,13 @@ class Taf1(RegisterProgram):
     """Config: ``price_mct_per_kwh`` (int, milli-cent per kWh), ``max_interval_wh`` (int)."""
 
     name = "taf1"
-    version = "1.1.0"
+    version = "2.0.0"
     code_modules = (
         "metrocloud.tariffs.base",
+        "metrocloud.tariffs.register",
         "metrocloud.tariffs.taf1",
         "metrocloud.fhe.evaluator",
+        "metrocloud.fhe.coefficients",
     )
     tariff_registers = 1
 

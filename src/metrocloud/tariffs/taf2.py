@@ -1,9 +1,10 @@
 """TAF 2: time-dependent tariff with static switching times.
 
 Each quarter hour's energy goes to the tariff register that the switching table names for
-its weekday and time of day. The time of every slot is public (it follows from the
-transmission's first index), so the choice is a plaintext mask per register
-(:class:`~metrocloud.tariffs.base.RegisterProgram`): depth 2, like TAF 1.
+its weekday and time of day. The time of every quarter hour is public (its position in the
+billing period), so each register is a sum with public 0/1 weights
+(:class:`~metrocloud.tariffs.register.RegisterProgram`): one plaintext product per two
+registers and period, depth 1, like TAF 1.
 
 Config::
 
@@ -16,7 +17,8 @@ Config::
 
 from __future__ import annotations
 
-from metrocloud.tariffs.base import RegisterProgram, TariffConfigError
+from metrocloud.tariffs.base import TariffConfigError
+from metrocloud.tariffs.register import RegisterProgram
 from metrocloud.tariffs.schedule import SwitchingTable, parse_registers
 from metrocloud.tariffs.taf1 import MAX_INTERVALS_PER_PERIOD, positive_int
 
@@ -25,12 +27,14 @@ KEYS = {"registers", "windows", "default_register", "utc_offset_minutes", "max_i
 
 class Taf2(RegisterProgram):
     name = "taf2"
-    version = "1.0.0"
+    version = "2.0.0"
     code_modules = (
         "metrocloud.tariffs.base",
+        "metrocloud.tariffs.register",
         "metrocloud.tariffs.schedule",
         "metrocloud.tariffs.taf2",
         "metrocloud.fhe.evaluator",
+        "metrocloud.fhe.coefficients",
     )
     tariff_registers = 0  # set per configuration
 
