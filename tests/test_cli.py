@@ -46,6 +46,16 @@ def test_demo_bills_one_meter_day_and_verifies(tmp_path: Path) -> None:
     assert (data / "logbook.sqlite").is_file()  # --data keeps the data folder
 
 
+def test_demo_refuses_a_used_data_folder(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "metrocloud.sqlite").write_bytes(b"an earlier run")
+    code, out = metrocloud("demo", "--meters", "1", "--days", "1", "--data", str(data))
+    assert code == 2, out
+    assert "is not empty" in out and "Traceback" not in out, out
+    assert sorted(p.name for p in data.iterdir()) == ["metrocloud.sqlite"]  # nothing touched
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [

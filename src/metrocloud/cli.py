@@ -98,6 +98,11 @@ def demo(
     try:
         config = PipelineConfig(meters=meters, days=days, tariff=tariff, seed=seed)
         config.program()
+        if data is not None and data.exists() and any(data.iterdir()):
+            raise ValueError(
+                f"--data {data} is not empty: a demo bills its period once (the cloud refuses "
+                "the same readings again as replays); give a new or empty folder"
+            )
     except ValueError as exc:
         console.print(f"[red]error:[/] {exc}")
         raise typer.Exit(2) from None

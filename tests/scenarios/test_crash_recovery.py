@@ -21,13 +21,11 @@ def evaluated(cluster: Cluster) -> list[tuple[str, object]]:
 
 
 def test_legal_killed_mid_month_bills_every_reading_once(cluster: Cluster) -> None:
-    config = PipelineConfig(meters=3, days=6)
-    pipeline = Pipeline(cluster, config)
-    pipeline.provision()
-    assert pipeline.gateway is not None
     # a day per transmission (the default is the whole period in one): six per meter, so
     # that legal can be killed with part of the month processed and part in flight
-    pipeline.gateway.per_transmission = READINGS_PER_DAY
+    config = PipelineConfig(meters=3, days=6, readings_per_transmission=READINGS_PER_DAY)
+    pipeline = Pipeline(cluster, config)
+    pipeline.provision()
     uploads = {m: pipeline.uploads(m) for m in pipeline.meter_ids}
     first_half = [msg for m in pipeline.meter_ids for msg in uploads[m][:3]]
     second_half = [msg for m in pipeline.meter_ids for msg in uploads[m][3:]]

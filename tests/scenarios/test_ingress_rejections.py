@@ -1,11 +1,10 @@
 """Ingress refuses every bad upload with a clear reason in the logbook and loses nothing.
 
 One cluster for the whole module: two meters × two days, a day per transmission. The first
-good transmission
-(m-0001, day 0) is accepted first; then every bad message below is published on the
-gateway's subject; then the rest of the good uploads. Each bad message must be refused at
-ingress with its own reason code (matched to it through its JetStream sequence number), and
-both bills must still verify and equal the plaintext reference.
+good transmission (m-0001, day 0) is accepted first; then every bad message below is
+published on the gateway's subject; then the rest of the good uploads. Each bad message
+must be refused at ingress with its own reason code (matched to it through its JetStream
+sequence number), and both bills must still verify and equal the plaintext reference.
 """
 
 from __future__ import annotations
@@ -197,12 +196,11 @@ def scenario(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Scenario]:
     cluster = Cluster(root / "data")
     cluster.start()
     try:
-        pipeline = Pipeline(cluster, PipelineConfig(meters=2, days=2))
-        pipeline.provision()
-        assert pipeline.gateway is not None
         # a day per transmission (the default is one per period): the bad messages below
         # are built from the second day, which must not have been accepted yet
-        pipeline.gateway.per_transmission = READINGS_PER_DAY
+        config = PipelineConfig(meters=2, days=2, readings_per_transmission=READINGS_PER_DAY)
+        pipeline = Pipeline(cluster, config)
+        pipeline.provision()
         uploads = {m: pipeline.uploads(m) for m in pipeline.meter_ids}
         first, *rest_of_first = uploads["m-0001"]
         rest = rest_of_first + uploads["m-0002"]

@@ -83,7 +83,7 @@ class TariffProgram(ABC):
     parameters: ClassVar[FheParameters] = DEFAULT_PARAMETERS
     #: whether the circuit multiplies ciphertexts (the receiver then hands out that key)
     relinearization: ClassVar[bool] = False
-    #: whether a transmission must carry the whole billing period (else a day by default)
+    #: whether a transmission must carry the whole billing period (else a gateway may split it)
     whole_period: ClassVar[bool] = False
     tariff_registers: int  # fixed by the class or by its configuration
 

@@ -63,6 +63,8 @@ class PipelineConfig:
     seed: int = 2026
     first_day: datetime = datetime(2026, 1, 1, tzinfo=timezone.utc)
     error_probability: float = 0.002
+    #: quarter hours per transmission; None: the tariff program's choice (a whole period)
+    readings_per_transmission: int | None = None
 
     def __post_init__(self) -> None:
         if self.meters < 1:
@@ -123,7 +125,9 @@ class Pipeline:
         ids = IdentityStore(self.cluster.data.pki)
         store = self.cluster.data.open_store()
         gateway = self.gateway = Gateway(
-            self.gateway_id, ids.identity(self.gateway_id, Role.GATEWAY)
+            self.gateway_id,
+            ids.identity(self.gateway_id, Role.GATEWAY),
+            readings_per_transmission=cfg.readings_per_transmission,
         )
         period = cfg.period
         block = block_for(program.transmission_intervals(period.intervals))
