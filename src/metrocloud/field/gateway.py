@@ -1,13 +1,12 @@
 """The smart meter gateway: derives interval energies, encrypts them twice, signs, sends.
 
-For every transmission period (by default the whole billing period, which is what the
-tariff programs need least bandwidth and cloud time for; shorter for the register tariffs
-when configured) and meter the gateway derives the interval energies from the meter's cumulative
-register readings, lets the customer's tariff program lay them out in slot vectors
-(bit-sliced where the tariff compares), encrypts them twice under the customer's public
-key (``c`` and ``c'``: the integrity protocol), and signs the message with its certified
-key. At the end of a billing period it sends a signed period closing that tells ``legal``
-how many transmissions to expect.
+For every transmission period (by default the whole billing period, which costs the least
+upload and cloud time; the register tariffs may be split into shorter ones) and meter the
+gateway derives the interval energies from the meter's cumulative register readings, lets
+the customer's tariff program lay them out (coefficients, or bit planes in slots where the
+tariff compares), encrypts them twice under the customer's public key (``c`` and ``c'``: the
+integrity protocol), and signs the message with its certified key. At the end of a billing
+period it sends a signed period closing that tells ``legal`` how many transmissions to expect.
 """
 
 from __future__ import annotations
