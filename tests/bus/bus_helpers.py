@@ -3,22 +3,31 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 
 from metrocloud.bus.connect import BusErrors, connect
-from metrocloud.bus.server import EmbeddedNatsServer
+from metrocloud.bus.server import Credentials, EmbeddedNatsServer
 from metrocloud.bus.streams import ensure_streams
 
 
 class Bus:
-    """Connections to one test server; every role's errors are kept for assertions."""
+    """Connections to one test server; every role's errors are kept for assertions.
 
-    def __init__(self, server: EmbeddedNatsServer) -> None:
+    ``credentials`` gives each role's credentials: the server's passwords by default, TLS
+    client certificates for a server in TLS mode.
+    """
+
+    def __init__(
+        self,
+        server: EmbeddedNatsServer,
+        credentials: Callable[[str], Credentials] | None = None,
+    ) -> None:
         self.server = server
+        self.credentials = credentials or server.credentials
         self.clients: list[Client] = []
         self.errors: dict[str, BusErrors] = {}
 
@@ -26,7 +35,7 @@ class Bus:
         errors = self.errors.setdefault(role, BusErrors())
         nc = await connect(
             self.server.url,
-            self.server.credentials(role),
+            self.credentials(role),
             name=f"test-{role}",
             role=role,
             errors=errors,
@@ -45,9 +54,14 @@ class Bus:
 
 
 @asynccontextmanager
-async def open_bus(server: EmbeddedNatsServer, *, streams: bool = True) -> AsyncIterator[Bus]:
+async def open_bus(
+    server: EmbeddedNatsServer,
+    *,
+    streams: bool = True,
+    credentials: Callable[[str], Credentials] | None = None,
+) -> AsyncIterator[Bus]:
     """Connections to ``server``; with ``streams`` the admin first creates streams/consumers."""
-    bus = Bus(server)
+    bus = Bus(server, credentials)
     try:
         if streams:
             admin = await bus.connect("admin")

@@ -14,11 +14,13 @@ from metrocloud.core.errors import Rejected
 from metrocloud.core.messages import (
     BODY_TYPES,
     WIRE_VERSION,
+    CertificateRequest,
     DisplayRequest,
     Envelope,
     KeyRegistration,
     Message,
     PeriodClose,
+    RevocationRequest,
     TariffResult,
     Transmission,
     VerificationReport,
@@ -93,6 +95,8 @@ SAMPLES: list[Message] = [
         computed_at=NOW,
     ),
     DisplayRequest(customer="c-0001", meter="m-0001", period_id="210529-213505", sent_at=NOW),
+    CertificateRequest(csr=b"\x30\x82csr", role="gateway", validity_days=365, sent_at=NOW),
+    RevocationRequest(serial="5e1a1", reason="keyCompromise", sent_at=NOW),
 ]
 
 
@@ -114,7 +118,8 @@ def test_round_trip(msg: Message) -> None:
 
 
 def test_period_ids() -> None:
-    tx, close, *_, result, _ = SAMPLES
+    tx, close = SAMPLES[:2]
+    (result,) = [m for m in SAMPLES if isinstance(m, TariffResult)]
     assert isinstance(tx, Transmission) and isinstance(close, PeriodClose)
     assert isinstance(result, TariffResult)
     assert tx.period_id == close.period_id == result.period_id == "210529-213505"

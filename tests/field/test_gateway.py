@@ -8,7 +8,6 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
-from cryptography import x509
 
 from metrocloud.core.clock import READINGS_PER_DAY, BillingPeriod
 from metrocloud.core.errors import Rejected
@@ -21,7 +20,7 @@ from metrocloud.fhe.packing import Interval, index_fingerprint
 from metrocloud.fhe.params import DEFAULT_PARAMETERS
 from metrocloud.field.gateway import Gateway, derive_intervals
 from metrocloud.field.meter import DEFAULT_ORIGIN_INDEX, Meter, MeterConfig, MeterStatus, Reading
-from metrocloud.pki import Identity, IdentityStore, Role, verify_certificate, verify_signature
+from metrocloud.pki import Identity, IdentityStore, Role, TrustStore, verify_signature
 from metrocloud.tariffs.base import TariffConfigError
 from metrocloud.tariffs.comparison import Taf3
 from metrocloud.tariffs.register import CoefficientLayout
@@ -127,7 +126,7 @@ class World:
     keys: CustomerKeyPair
     enc: Encryptor
     identity: Identity
-    anchor: x509.Certificate
+    anchor: TrustStore
     gateway: Gateway  # the default: a whole billing period per transmission
     capped: Gateway  # at most PER_TX readings per transmission
     period: BillingPeriod
@@ -155,7 +154,7 @@ def expected_coefficients(meter_id: str, intervals: list[Interval], period_start
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     base: Path = tmp_path_factory.mktemp("gateway")
-    ids = IdentityStore(base / "pki")
+    ids = IdentityStore.open_local(base)
     identity = ids.identity("gw-0001", Role.GATEWAY)
     keys = CustomerKeyPair.generate(P, [])
     enc = Encryptor(P, keys.context, keys.public_key)
@@ -167,7 +166,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
         g.attach(Meter(MeterConfig("m-0002", seed=2, profile="commercial")), "c-0002", enc, taf1)
     start = BillingPeriod.days(FIRST_DAY, 1).start
     period = BillingPeriod(start, start + 2 * PER_TX + 16)  # capped: chunks of 32, 32, 16
-    yield World(keys, enc, identity, ids.trust_anchor, gw, capped, period, taf1)
+    yield World(keys, enc, identity, ids.trust, gw, capped, period, taf1)
 
 
 def check_envelope_fields(world: World, tx: Transmission, meter: str, customer: str) -> None:
@@ -324,7 +323,7 @@ def test_uploads_are_signed_envelopes(world: World) -> None:
     kinds = []
     for raw in uploads:
         env = Envelope.decode(raw)
-        cert = verify_certificate(env.certificate, world.anchor, expected_role=Role.GATEWAY)
+        cert = world.anchor.verify(env.certificate, expected_role=Role.GATEWAY)
         verify_signature(cert, env.body, env.signature)  # raises if it does not hold
         kinds.append(env.body_kind())
     assert kinds == ["transmission"] * n + ["period-close"]
@@ -352,7 +351,7 @@ def test_default_uploads_are_one_transmission_and_the_close(world: World) -> Non
 def test_a_signature_does_not_cover_another_body(world: World) -> None:
     a = Envelope.decode(seal(world.identity, world.gateway.period_close("m-0001", world.period)))
     b = Envelope.decode(seal(world.identity, world.gateway.period_close("m-0002", world.period)))
-    cert = verify_certificate(a.certificate, world.anchor)
+    cert = world.anchor.verify(a.certificate)
     with pytest.raises(Rejected) as exc:
         verify_signature(cert, b.body, a.signature)
     assert exc.value.reason == "bad-signature"

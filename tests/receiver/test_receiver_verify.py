@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from cryptography import x509
 
 from metrocloud.core.clock import BillingPeriod
 from metrocloud.core.messages import Envelope, TariffResult, seal
@@ -31,7 +30,7 @@ from metrocloud.fhe.context import (
 from metrocloud.fhe.evaluator import Evaluator
 from metrocloud.fhe.packing import Interval
 from metrocloud.fhe.params import DEFAULT_PARAMETERS
-from metrocloud.pki import Identity, IdentityStore, Role
+from metrocloud.pki import Identity, IdentityStore, Role, TrustStore
 from metrocloud.receiver.verify import check_result
 from metrocloud.tariffs import RegisterSet
 from metrocloud.tariffs.base import expected_integrity_sums
@@ -78,7 +77,7 @@ class World:
     other_keys: CustomerKeyPair
     enc: Encryptor
     ev: Evaluator
-    anchor: x509.Certificate
+    anchor: TrustStore
     legal: Identity
     display: Identity
     gateway: Identity
@@ -154,8 +153,8 @@ def make_intervals(start: int, count: int) -> list[Interval]:
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     base: Path = tmp_path_factory.mktemp("receiver")
-    ids = IdentityStore(base / "pki")
-    foreign = IdentityStore(base / "other-pki")
+    ids = IdentityStore.open_local(base)
+    foreign = IdentityStore.open_local(base / "other-pki")
     prog = Taf1(P, {"price_mct_per_kwh": PRICE})
     assert prog.rotation_steps(BLOCK) == set() and not prog.relinearization
     keys = CustomerKeyPair.for_program(prog, BLOCK)
@@ -176,7 +175,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
         other_keys=other_keys,
         enc=enc,
         ev=Evaluator(keys.context, P.slots),
-        anchor=ids.trust_anchor,
+        anchor=ids.trust,
         legal=ids.identity("legal", Role.SERVICE),
         display=ids.identity("display", Role.SERVICE),
         gateway=ids.identity("gw-0001", Role.GATEWAY),

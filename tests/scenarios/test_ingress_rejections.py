@@ -15,9 +15,13 @@ import dataclasses
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes
+from cryptography.x509.oid import NameOID
 
 from metrocloud.cloud.cluster import Cluster
 from metrocloud.cloud.communication import MAX_UPLOAD_BYTES
@@ -28,7 +32,7 @@ from metrocloud.fhe.context import CustomerKeyPair, Encryptor
 from metrocloud.fhe.params import DEFAULT_PARAMETERS, FheParameters
 from metrocloud.field.gateway import Gateway
 from metrocloud.logbook import HashChainLogbook, LogEntry
-from metrocloud.pki import CertificateAuthority, Identity, IdentityStore, Role, generate_private_key
+from metrocloud.pki import Curve, Identity, IdentityStore, Role, SoftwareKey, generate_private_key
 from metrocloud.testbed.observe import flags, logbook_entries, wait_for
 from metrocloud.testbed.pipeline import MeterOutcome, Pipeline, PipelineConfig
 
@@ -38,7 +42,7 @@ EXPECTED: dict[str, str] = {
     "body-changed-after-signing": "bad-signature",
     "unknown-gateway": "unknown-gateway",
     "other-ca-same-name": "bad-certificate-signature",
-    "other-ca-other-name": "untrusted-issuer",
+    "self-signed": "self-signed-certificate",
     "wrong-role": "wrong-role",
     "replayed-verbatim": "replayed-index",
     "replayed-fresh-encryption": "replayed-index",
@@ -82,6 +86,31 @@ def _reencrypted(tx: Transmission, params: FheParameters) -> Transmission:
     return dataclasses.replace(tx, c=[enc.encrypt([1, 2, 3])], c_dup=[enc.encrypt([1, 2, 3])])
 
 
+def _self_signed(common_name: str) -> Identity:
+    """A gateway identity with a self-signed certificate that copies the real profile."""
+    key = generate_private_key(Curve.BRAINPOOL_P256R1)
+    name = x509.Name(
+        [
+            x509.NameAttribute(NameOID.ORGANIZATION_NAME, "metrocloud"),
+            x509.NameAttribute(NameOID.ORGANIZATIONAL_UNIT_NAME, Role.GATEWAY.value),
+            x509.NameAttribute(NameOID.COMMON_NAME, common_name),
+        ]
+    )
+    now = datetime.now(timezone.utc)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(minutes=1))
+        .not_valid_after(now + timedelta(days=1))
+        .add_extension(x509.ExtendedKeyUsage([Role.GATEWAY.oid]), critical=False)
+        .sign(key, hashes.SHA256())
+    )
+    return Identity(common_name, Role.GATEWAY, SoftwareKey(common_name, key), cert)
+
+
 def _flip(data: bytes, at: int) -> bytes:
     return data[:at] + bytes([data[at] ^ 0x01]) + data[at + 1 :]
 
@@ -97,17 +126,14 @@ def build_bad_messages(pipeline: Pipeline, accepted: bytes, other_pki: Path) -> 
     def tx(meter: str, seq: int) -> Transmission:
         return gateway.transmission(meter, period, seq)
 
-    ids = IdentityStore(pipeline.cluster.data.pki)
-    stranger = ids.identity("gw-9999", Role.GATEWAY)  # valid certificate, not registered
-    same_name_ca = IdentityStore(other_pki / "same-name").identity("gw-0001", Role.GATEWAY)
-    rogue_ca = CertificateAuthority.create(other_pki / "rogue", common_name="rogue root CA")
-    rogue_key = generate_private_key()
-    rogue = Identity(
-        "gw-0001",
-        Role.GATEWAY,
-        rogue_key,
-        rogue_ca.issue("gw-0001", Role.GATEWAY, rogue_key.public_key()),
+    data = pipeline.cluster.data
+    pki = data.open_pki()
+    stranger = data.identities_store(pki).identity("gw-9999", Role.GATEWAY)  # not registered
+    pki.close()
+    same_name_ca = IdentityStore.open_local(other_pki / "same-name").identity(
+        "gw-0001", Role.GATEWAY
     )
+    rogue = _self_signed("gw-0001")
     receiver = pipeline.receivers["c-0001"].identity
 
     good = Envelope.decode(seal(ident, tx("m-0001", 1)))
@@ -126,7 +152,7 @@ def build_bad_messages(pipeline: Pipeline, accepted: bytes, other_pki: Path) -> 
         ).encode(),
         "unknown-gateway": seal(stranger, dataclasses.replace(tx("m-0001", 1), gateway="gw-9999")),
         "other-ca-same-name": seal(same_name_ca, tx("m-0001", 1)),
-        "other-ca-other-name": seal(rogue, tx("m-0001", 1)),
+        "self-signed": seal(rogue, tx("m-0001", 1)),
         "wrong-role": seal(receiver, tx("m-0001", 1)),
         "replayed-verbatim": accepted,
         "replayed-fresh-encryption": seal(ident, tx("m-0001", 0)),

@@ -10,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+from metrocloud.bus.subjects import SERVICE_ROLES
 from metrocloud.cloud.cluster import Cluster
 from metrocloud.store import MeterRecord
 from metrocloud.testbed.observe import rejections, wait_for
@@ -57,7 +58,7 @@ def test_up_runs_until_interrupted_then_stops_cleanly(tmp_path: Path) -> None:
     )
     try:
         ready = tmp_path / "data" / "run"
-        wait_for(lambda: len(list(ready.glob("*.ready"))) == 5, timeout_s=60)
+        wait_for(lambda: len(list(ready.glob("*.ready"))) == len(SERVICE_ROLES), timeout_s=60)
         time.sleep(0.5)
         proc.send_signal(signal.SIGINT)
         out, _ = proc.communicate(timeout=60)

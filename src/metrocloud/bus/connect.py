@@ -1,5 +1,8 @@
 """Connecting to the bus as one role, with that role's private reply inbox.
 
+A role proves who it is with a TLS client certificate (the cloud: mutual TLS, see
+:func:`tls_credentials`) or, against a password-mode test server, a password.
+
 Every role may subscribe only to its own ``_INBOX_<role>.>`` for replies (JetStream
 publish acknowledgements, fetched messages, request/reply), so the client must use that
 inbox prefix; :func:`connect` sets it. Permission violations are not fatal in NATS: the
@@ -12,8 +15,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import ssl
 from asyncio import FIRST_COMPLETED
+from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from nats.aio.client import Client
 
@@ -21,7 +27,7 @@ from metrocloud.bus.server import Credentials
 from metrocloud.bus.subjects import ROLES, inbox_prefix
 from metrocloud.core.errors import ConfigurationError, MetrocloudError
 
-__all__ = ["BusConnectError", "BusErrors", "connect"]
+__all__ = ["BusConnectError", "BusErrors", "client_tls_context", "connect", "tls_credentials"]
 
 _log = logging.getLogger(__name__)
 
@@ -30,7 +36,53 @@ _AUTHORIZATION = "authorization violation"
 
 
 class BusConnectError(MetrocloudError):
-    """The first connection to the bus could not be made in time."""
+    """The first connection to the bus could not be made in time, or was refused."""
+
+
+def client_tls_context(
+    ca_file: Path, cert_file: Path, key_file: Path, password: bytes | None = None
+) -> ssl.SSLContext:
+    """A TLS client context for the bus: trusts ``ca_file``, presents a client certificate.
+
+    ``cert_file`` holds the client certificate followed by its sub-CA (all of it is sent);
+    ``key_file`` its private key, PKCS#8 PEM, encrypted with ``password`` or in clear when
+    ``password`` is None. The server's certificate must chain to ``ca_file`` and name the
+    host connected to; TLS 1.2 at least. ``ConfigurationError`` when a file is missing or
+    unusable (a wrong password, say).
+    """
+    try:
+        context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=str(ca_file))
+        context.minimum_version = ssl.TLSVersion.TLSv1_2
+        context.load_cert_chain(str(cert_file), str(key_file), password=password)
+    except (OSError, ssl.SSLError) as exc:  # FileNotFoundError, bad password, bad PEM...
+        raise ConfigurationError(
+            f"cannot make the bus TLS context from {cert_file}, {key_file} and {ca_file}: {exc}"
+        ) from exc
+    return context
+
+
+def tls_credentials(
+    role: str, ca_file: Path, cert_file: Path, key_file: Path, password: bytes | None = None
+) -> Credentials:
+    """Credentials of ``role`` with a client certificate (see :func:`client_tls_context`)."""
+    if role not in ROLES:
+        raise ConfigurationError(f"unknown role {role!r}; known: {', '.join(ROLES)}")
+    return Credentials(user=role, tls=client_tls_context(ca_file, cert_file, key_file, password))
+
+
+_TLS_REFUSALS = ("CERTIFICATE", "UNKNOWN_CA", "ACCESS_DENIED", "HANDSHAKE_FAILURE")
+
+
+def _refused(exc: Exception) -> bool:
+    """Whether a failed first connection would fail the same way on every retry.
+
+    A wrong password (authorization violation), a server certificate this client does not
+    trust, or a TLS alert by which the server refuses the client's certificate.
+    """
+    if _AUTHORIZATION in str(exc).lower() or isinstance(exc, ssl.SSLCertVerificationError):
+        return True
+    reason = getattr(exc, "reason", None) if isinstance(exc, ssl.SSLError) else None
+    return isinstance(reason, str) and any(r in reason for r in _TLS_REFUSALS)
 
 
 class BusErrors:
@@ -78,12 +130,15 @@ async def connect(
 ) -> Client:
     """Connect to the bus as ``role`` and return the nats-py client.
 
+    With TLS credentials the client presents their certificate and checks the server's
+    against the host of ``url`` (``tls://127.0.0.1:PORT``), and sends no user or password.
     The client uses the role's inbox prefix, reconnects forever with short waits, and logs
     every asynchronous error (recording it in ``errors`` when given). ``kwargs`` go to
     :meth:`nats.aio.client.Client.connect` and override the defaults set here (not
-    ``error_cb``, ``inbox_prefix``, ``user`` or ``password``). The first connection is
-    retried until ``first_connect_timeout_s`` (None: forever), then
-    :class:`BusConnectError` is raised.
+    ``error_cb``, ``inbox_prefix``, ``user``, ``password`` or ``tls``). The first
+    connection is retried until ``first_connect_timeout_s`` (None: forever), then
+    :class:`BusConnectError` is raised; at once when the server refuses the credentials
+    (or the client the server's certificate), since retrying would not help.
     """
     if role not in ROLES:
         raise ConfigurationError(f"unknown role {role!r}; known: {', '.join(ROLES)}")
@@ -91,9 +146,16 @@ async def connect(
         raise ConfigurationError(
             f"credentials are for user {credentials.user!r}, not for role {role!r}"
         )
-    reserved = {"error_cb", "inbox_prefix", "user", "password", "servers"} & kwargs.keys()
+    reserved = {"error_cb", "inbox_prefix", "user", "password", "servers", "tls"} & kwargs.keys()
     if reserved:
         raise TypeError(f"connect() sets {', '.join(sorted(reserved))} itself")
+    login: dict[str, Any]
+    if credentials.tls is not None:
+        login = {"tls": credentials.tls, "tls_hostname": urlsplit(url).hostname}
+    elif credentials.password is not None:
+        login = {"user": credentials.user, "password": credentials.password}
+    else:
+        raise ConfigurationError(f"the credentials of {role!r} carry neither TLS nor a password")
 
     connected = False
     loop = asyncio.get_running_loop()
@@ -105,7 +167,7 @@ async def connect(
             _log.warning("bus %s (role %s): %s", name, role, exc)
         else:
             _log.info("bus %s (role %s): %r", name, role, exc)
-        if not connected and _AUTHORIZATION in text and not refused.done():
+        if not connected and _refused(exc) and not refused.done():
             refused.set_result(exc)  # wrong credentials: retrying will not help
         if errors is not None:
             await errors(exc)
@@ -119,6 +181,7 @@ async def connect(
         # Room for one maximal message in the client's outgoing buffer.
         "pending_size": 16 * 1024 * 1024,
     }
+    options.update(login)
     options.update(kwargs)
 
     nc = Client()
@@ -126,8 +189,6 @@ async def connect(
         nc.connect(
             servers=[url],
             name=name,
-            user=credentials.user,
-            password=credentials.password,
             inbox_prefix=inbox_prefix(role),
             error_cb=_error_cb,
             **options,
@@ -149,9 +210,12 @@ async def connect(
         await attempt
     await nc.close()
     if refused.done() and not refused.cancelled():
-        raise BusConnectError(
-            f"the bus at {url} refused the credentials of {role!r}: {refused.result()}"
-        )
+        reason = refused.result()
+        if isinstance(reason, ssl.SSLCertVerificationError):
+            raise BusConnectError(
+                f"the bus at {url} is not trusted by the client of {role!r}: {reason}"
+            )
+        raise BusConnectError(f"the bus at {url} refused the credentials of {role!r}: {reason}")
     failure: BaseException | None = None
     if attempt.done() and not attempt.cancelled():
         failure = attempt.exception()

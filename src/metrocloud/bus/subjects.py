@@ -140,6 +140,7 @@ ROLES: dict[str, Role] = {
             ),
         ),
         Role("logbook", "legal", publish=_consume("LOGBOOK", "logbook")),
+        Role("pki", "legal", publish=("legal.log.pki",)),
         Role(
             "display",
             "egress",
@@ -155,4 +156,4 @@ ROLES: dict[str, Role] = {
     )
 }
 
-SERVICE_ROLES: tuple[str, ...] = ("communication", "legal", "storage", "logbook", "display")
+SERVICE_ROLES: tuple[str, ...] = ("pki", "communication", "legal", "storage", "logbook", "display")

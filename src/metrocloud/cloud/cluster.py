@@ -1,4 +1,9 @@
-"""The embedded default: a NATS server and every service as its own process on one host."""
+"""The embedded default: a NATS server and every service as its own process on one host.
+
+Every bus connection is mutual TLS with certificates of the cluster's PKI: the NATS server
+presents its ``nats`` identity and maps each client certificate ``bus-<role>`` to the broker
+user of that role (see :mod:`metrocloud.bus.server`); there are no bus passwords.
+"""
 
 from __future__ import annotations
 
@@ -6,19 +11,23 @@ import asyncio
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
 from collections.abc import Mapping
 from pathlib import Path
 
+from cryptography.hazmat.primitives.asymmetric import ec
+
 from metrocloud.bus.connect import connect
-from metrocloud.bus.server import EmbeddedNatsServer
+from metrocloud.bus.server import EmbeddedNatsServer, issue_server_tls
 from metrocloud.bus.streams import ensure_streams
 from metrocloud.bus.subjects import SERVICE_ROLES
-from metrocloud.cloud.runtime import DataDir
-from metrocloud.core.errors import MetrocloudError
-from metrocloud.pki import IdentityStore, Role
+from metrocloud.cloud.pki import PKI_HOSTS
+from metrocloud.cloud.runtime import CRL_REFRESH_S, DataDir
+from metrocloud.core.errors import ConfigurationError, MetrocloudError
+from metrocloud.pki import Pki, Role, SubCa
 
 MAX_PAYLOAD = 32 * 1024 * 1024
 # Only legal does heavy FHE work; the others get one OpenMP thread each.
@@ -27,6 +36,29 @@ THREADS = {"legal": "2"}
 
 class ClusterError(MetrocloudError):
     pass
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def require_p256_bus_cas(pki: Pki) -> None:
+    """The NATS server (Go) knows no brainpool: the root and services sub-CA must be P-256."""
+    for what, certificate in (
+        ("root", pki.root),
+        (f"{SubCa.SERVICES.value} sub-CA", pki.sub_cas[SubCa.SERVICES]),
+    ):
+        key = certificate.public_key()
+        if not isinstance(key, ec.EllipticCurvePublicKey) or key.curve.name != "secp256r1":
+            found = key.curve.name if isinstance(key, ec.EllipticCurvePublicKey) else "non-EC"
+            raise ConfigurationError(
+                f"the PKI's {what} certificate has a {found} key, not P-256: the NATS server "
+                "checks bus certificates with Go's TLS stack, which supports no brainpool "
+                "curves; create the PKI with a P-256 root and services sub-CA (the default)"
+            )
 
 
 class Cluster:
@@ -38,30 +70,58 @@ class Cluster:
         *,
         services: tuple[str, ...] = SERVICE_ROLES,
         options: Mapping[str, Mapping[str, str]] | None = None,
+        crl_refresh_s: float = CRL_REFRESH_S,
     ) -> None:
         self.data = DataDir(root)
         self.services = services
         self.options = {k: dict(v) for k, v in (options or {}).items()}
+        # Its TLS setup (certificates from the PKI) is given in start(), before it runs.
         self.server = EmbeddedNatsServer(root, max_payload=MAX_PAYLOAD)
         self.processes: dict[str, subprocess.Popen[bytes]] = {}
+        self.crl_refresh_s = crl_refresh_s
+        self.pki_port: int | None = None
 
     # -- lifecycle ------------------------------------------------------------------
     def start(self, timeout_s: float = 60.0) -> None:
         for folder in (self.data.root, self.data.logs, self.data.run):
             folder.mkdir(parents=True, exist_ok=True)
+        pki = self.data.open_pki()
+        try:
+            require_p256_bus_cas(pki)
+            ids = self.data.identities_store(pki)
+            for name in self.services:
+                ids.identity(name, Role.SERVICE, hosts=PKI_HOSTS if name == "pki" else ())
+            # The bus: the server's identity and one client identity per role (mTLS only).
+            self.server.tls = issue_server_tls(ids)
+        finally:
+            pki.close()
         self.server.start()
         asyncio.run(self._prepare_bus())
-        ids = IdentityStore(self.data.pki)
-        for name in self.services:
-            ids.identity(name, Role.SERVICE)
-        self.data.cluster_file.write_text(json.dumps({"nats_url": self.server.url}))
-        for name in self.services:
-            self.spawn(name)
-        self.wait_ready(self.services, timeout_s)
+        described: dict[str, object] = {
+            "nats_url": self.server.url,
+            "crl_refresh_s": self.crl_refresh_s,
+        }
+        if "pki" in self.services:
+            if self.pki_port is None:
+                self.pki_port = free_port()
+            self.options.setdefault("pki", {})["port"] = str(self.pki_port)
+            described["pki_url"] = self.pki_url
+        self.data.cluster_file.write_text(json.dumps(described))
+        # The PKI first: the others fetch its CRLs as they start.
+        first = tuple(n for n in self.services if n == "pki")
+        for group in (first, tuple(n for n in self.services if n not in first)):
+            for name in group:
+                self.spawn(name)
+            self.wait_ready(group, timeout_s)
+
+    @property
+    def pki_url(self) -> str:
+        """Where the PKI service answers (https, its certificate chains to ``pki/root.pem``)."""
+        return f"https://127.0.0.1:{self.pki_port}"
 
     async def _prepare_bus(self) -> None:
         nc = await connect(
-            self.server.url, self.server.credentials("admin"), name="supervisor", role="admin"
+            self.server.url, self.data.credentials("admin"), name="supervisor", role="admin"
         )
         try:
             await ensure_streams(nc.jetstream())

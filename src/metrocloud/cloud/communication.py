@@ -9,7 +9,7 @@ passes goes to the legal zone; what fails is dropped with a reason in the logboo
 from __future__ import annotations
 
 import hashlib
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 
 from nats.aio.msg import Msg
 
@@ -22,10 +22,11 @@ from metrocloud.core.messages import (
     PeriodClose,
     Transmission,
     VerificationReport,
+    check_fresh,
 )
 from metrocloud.fhe.inspect import Inspector
 from metrocloud.fhe.params import FheParameters
-from metrocloud.pki import Role, verify_certificate, verify_signature
+from metrocloud.pki import Role, verify_signature
 from metrocloud.pki.validate import subject_common_name
 from metrocloud.store import CustomerKeyRecord, Flag
 
@@ -34,7 +35,6 @@ MAX_UPLOAD_BYTES = 30 * 1024 * 1024
 MAX_REGISTRATION_BYTES = 30 * 1024 * 1024
 MAX_CIPHERTEXTS = 16
 MAX_KEY_PARTS = 64
-MAX_CLOCK_SKEW = timedelta(minutes=10)
 # A message that depends on one not yet seen (an upload before its customer's key
 # registration, which a crash may have put back in the queue) waits this long.
 DEFER_ATTEMPTS = 15
@@ -43,17 +43,6 @@ DEFER_DELAY_S = 2.0
 
 class Deferred(Rejected):
     """Refused for now; refused for good after ``DEFER_ATTEMPTS`` deliveries."""
-
-
-def check_fresh(sent_at: str, now: datetime) -> None:
-    try:
-        sent = datetime.fromisoformat(sent_at)
-    except ValueError:
-        raise Rejected("malformed-message", f"sent_at {sent_at!r} is not a timestamp") from None
-    if sent.tzinfo is None:
-        raise Rejected("malformed-message", "sent_at lacks a time zone")
-    if abs(now - sent) > MAX_CLOCK_SKEW:
-        raise Rejected("stale-message", f"sent at {sent_at}, now {now.isoformat()}")
 
 
 class Communication(Service):
@@ -107,7 +96,7 @@ class Communication(Service):
         if len(raw) > limit:
             raise Rejected("oversized-message", f"{len(raw)} bytes, limit {limit}")
         env = Envelope.decode(raw)
-        cert = verify_certificate(env.certificate, self.trust_anchor, expected_role=role)
+        cert = self.trust.verify(env.certificate, expected_role=role)
         verify_signature(cert, env.body, env.signature)
         return env, subject_common_name(cert)
 

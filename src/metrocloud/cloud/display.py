@@ -9,12 +9,11 @@ import msgpack
 from nats.aio.msg import Msg
 from nats.js.errors import NotFoundError
 
-from metrocloud.cloud.communication import check_fresh
 from metrocloud.cloud.runtime import Service
 from metrocloud.core.errors import Rejected
 from metrocloud.core.events import EventKind
-from metrocloud.core.messages import DisplayRequest, Envelope, TariffResult
-from metrocloud.pki import Role, verify_certificate, verify_signature
+from metrocloud.core.messages import DisplayRequest, Envelope, TariffResult, check_fresh
+from metrocloud.pki import Role, verify_signature
 from metrocloud.pki.validate import subject_common_name
 
 FETCH_SUBJECT = "egress.display.fetch"
@@ -46,7 +45,7 @@ class Display(Service):
 
     async def fetch(self, raw: bytes) -> bytes:
         env = Envelope.decode(raw)
-        cert = verify_certificate(env.certificate, self.trust_anchor, expected_role=Role.RECEIVER)
+        cert = self.trust.verify(env.certificate, expected_role=Role.RECEIVER)
         verify_signature(cert, env.body, env.signature)
         req = DisplayRequest.decode(env.body)
         customer = subject_common_name(cert)

@@ -154,14 +154,16 @@ class Legal(Service):
         partial = program.evaluate(ev, keys.load_all(tx.c), tx.block, tx.first_index)
         await msg.in_progress()
         partial_dup = program.evaluate(ev, keys.load_all(tx.c_dup), tx.block, tx.first_index)
-        self.store.insert_partial(
-            tx.meter, tx.period_id, tx.seq, pack_ciphertexts(partial), pack_ciphertexts(partial_dup)
-        )
+        # Logged before it is stored: a crash in between redoes the work and logs the same
+        # event id again (appending is idempotent), where the other order could lose it.
         await self.log(
             EventKind.PROCESSING,
             tx.meter,
             {"step": "evaluate", "period": tx.period_id, "seq": tx.seq, "tariff": program.name},
             event_id=f"evaluate-{tx.meter}-{tx.period_id}-{tx.seq}",
+        )
+        self.store.insert_partial(
+            tx.meter, tx.period_id, tx.seq, pack_ciphertexts(partial), pack_ciphertexts(partial_dup)
         )
         await msg.ack()
 
@@ -202,11 +204,7 @@ class Legal(Service):
         await self.publish(
             f"legal.results.{close.meter}", sealed, f"result-{close.meter}-{close.period_id}"
         )
-        self.store.mark_result_computed(
-            close.meter, close.period_id, hashlib.sha256(sealed).digest()
-        )
-        self.store.drop_partials(close.meter, close.period_id)
-        await self.log(
+        await self.log(  # before marking it done, for the reason given in process()
             EventKind.PROCESSING,
             close.meter,
             {
@@ -217,4 +215,8 @@ class Legal(Service):
             },
             event_id=f"readout-{close.meter}-{close.period_id}",
         )
+        self.store.mark_result_computed(
+            close.meter, close.period_id, hashlib.sha256(sealed).digest()
+        )
+        self.store.drop_partials(close.meter, close.period_id)
         await msg.ack()

@@ -8,8 +8,11 @@ effect is stored and the matching logbook event is durably in the LOGBOOK stream
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
+import os
+import secrets
 import sqlite3
 from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable
@@ -22,17 +25,24 @@ from nats.aio.msg import Msg
 from nats.errors import Error as NatsError
 from nats.js import JetStreamContext
 
-from metrocloud.bus.connect import connect
-from metrocloud.bus.server import Credentials
+from metrocloud.bus.connect import connect, tls_credentials
+from metrocloud.bus.server import Credentials, bus_identity_name
 from metrocloud.bus.streams import fetch, pull
+from metrocloud.core.errors import Rejected
 from metrocloud.core.events import EventKind, LogEvent
-from metrocloud.pki import Identity, IdentityStore, Role
+from metrocloud.pki import FileKeyStore, Identity, IdentityStore, Pki, Role, TrustStore
+from metrocloud.pki.authority import Audit
+from metrocloud.pki.client import PkiClient, PkiUnreachable
+from metrocloud.pki.keys import PASSPHRASE_ENV
+from metrocloud.pki.pem import write_atomically
 from metrocloud.store import SQLiteStore, Store
 
 _log = logging.getLogger(__name__)
 
 Handler = Callable[[Msg], Awaitable[None]]
 
+CRL_REFRESH_S = 30.0
+"""How often services fetch CRLs from the PKI service, unless cluster.json says otherwise."""
 MAX_ATTEMPTS = 5
 RETRY_DELAY_S = 1.0
 # Failures of infrastructure, not of the message: retried for as long as it takes.
@@ -64,6 +74,47 @@ class DataDir:
         return self.root / "pki"
 
     @property
+    def identities(self) -> Path:
+        return self.root / "identities"
+
+    def passphrase(self) -> bytes:
+        """The passphrase of every key file: ``$METROCLOUD_KEY_PASSPHRASE``, else a random one
+        made at first start and kept in ``secrets/key-passphrase`` (mode 0600).
+
+        The file is the embedded default's convenience; a deployment that keeps the data
+        folder on shared storage gives the passphrase in the environment instead.
+        """
+        given = os.environ.get(PASSPHRASE_ENV)
+        if given:
+            return given.encode()
+        path = self.root / "secrets" / "key-passphrase"
+        if not path.exists():
+            path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            write_atomically(path, secrets.token_urlsafe(32).encode(), 0o600)
+        return path.read_bytes().strip()
+
+    def trust_store(self) -> TrustStore:
+        """Root, sub-CAs and the CRLs as last published in the PKI folder."""
+        return TrustStore.from_directory(self.pki)
+
+    def open_pki(self, audit: Audit | None = None) -> Pki:
+        """The PKI in ``pki/``; made at first use with CA keys as encrypted files.
+
+        A PKI made beforehand with ``metrocloud pki init <data>/pki`` (CA keys in an HSM,
+        say) is used as it is.
+        """
+        if not (self.pki / "pki.json").exists():
+            keys = FileKeyStore(self.pki / "private", self.passphrase())
+            return Pki.init(self.pki, keys, audit=audit)
+        return Pki.open(self.pki, passphrase=self.passphrase(), audit=audit)
+
+    def identities_store(self, pki: Pki | None = None) -> IdentityStore:
+        """Identity keys and chains; with ``pki`` missing ones are issued."""
+        trust = pki.trust_store() if pki is not None else self.trust_store()
+        keys = FileKeyStore(self.identities, self.passphrase())
+        return IdentityStore(self.identities, keys, trust, pki=pki)
+
+    @property
     def cluster_file(self) -> Path:
         return self.root / "cluster.json"
 
@@ -81,8 +132,19 @@ class DataDir:
         return data
 
     def credentials(self, role: str) -> Credentials:
-        users = json.loads((self.root / "nats" / "users.json").read_text())
-        return Credentials(user=role, password=str(users[role]))
+        """TLS client credentials of bus role ``role`` (mutual TLS, no password).
+
+        The certificate and encrypted key of identity ``bus-<role>`` (issued by the cluster
+        at start), trusting the PKI root for the NATS server's certificate.
+        """
+        name = bus_identity_name(role)
+        return tls_credentials(
+            role,
+            ca_file=self.pki / "root.pem",
+            cert_file=self.identities / f"{name}.pem",
+            key_file=self.identities / f"{name}.key",
+            password=self.passphrase(),
+        )
 
     def open_store(self) -> Store:
         return SQLiteStore(self.store)
@@ -98,11 +160,12 @@ class Service(ABC):
         self.data = data
         self.options = options or {}
         self.store = data.open_store()
-        self.identity: Identity = IdentityStore(data.pki).identity(self.name, Role.SERVICE)
-        self.trust_anchor = IdentityStore(data.pki).trust_anchor
+        self.trust: TrustStore = data.trust_store()
+        self.identity: Identity = data.identities_store().identity(self.name, Role.SERVICE)
         self.nc: Client | None = None
         self.js: JetStreamContext | None = None
         self._stop = asyncio.Event()
+        self._refresher: asyncio.Future[None] | None = None
 
     async def start(self) -> None:
         url = str(self.data.cluster()["nats_url"])
@@ -110,11 +173,48 @@ class Service(ABC):
             url, self.data.credentials(self.role), name=self.name, role=self.role
         )
         self.js = self.nc.jetstream(timeout=30.0)
+        pki_url = self.data.cluster().get("pki_url")
+        if pki_url and self.name != "pki":
+            self._refresher = asyncio.ensure_future(self.refresh_crls(str(pki_url)))
+
+    @property
+    def ready(self) -> bool:
+        """Whether the service is connected and serving (the supervisor waits for this)."""
+        return self.js is not None
+
+    async def refresh_crls(self, url: str) -> None:
+        """Fetch every CRL from the PKI service once per refresh interval, for good.
+
+        A revoked certificate is refused from the first refresh after its revocation. An
+        unreachable PKI keeps the CRLs held until they expire (then every certificate is
+        refused: fail closed); a CRL that does not check out is refused and logged.
+        """
+        interval = float(self.data.cluster().get("crl_refresh_s", CRL_REFRESH_S))
+        client = PkiClient.connect(url, tls_trust=self.data.pki / "root.pem")
+        try:
+            while not self.stopping:
+                try:
+                    if await asyncio.to_thread(client.refresh, self.trust):
+                        _log.info("%s: new CRLs from %s", self.name, url)
+                except PkiUnreachable as exc:
+                    _log.warning("%s: CRL refresh failed: %s", self.name, exc)
+                except Rejected as exc:
+                    await self.log(
+                        EventKind.REJECTION, "crl", {"reason": exc.reason, "detail": exc.detail}
+                    )
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(self._stop.wait(), interval)
+        finally:
+            client.close()
 
     async def stop(self) -> None:
         self._stop.set()
 
     async def close(self) -> None:
+        if self._refresher is not None:
+            self._refresher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._refresher
         if self.nc is not None:
             await self.nc.close()
         self.store.close()
@@ -138,6 +238,10 @@ class Service(ABC):
                 time=event.time,
                 event_id=event_id,
             )
+        await self.log_event(event)
+
+    async def log_event(self, event: LogEvent) -> None:
+        """Durably hand an event made elsewhere (by the PKI, say) to the logbook."""
         assert self.js is not None
         await self.js.publish(
             f"legal.log.{self.name}", event.to_json(), headers={"Nats-Msg-Id": event.event_id}

@@ -13,11 +13,12 @@ from metrocloud.cloud.communication import Communication
 from metrocloud.cloud.display import Display
 from metrocloud.cloud.legal import Legal
 from metrocloud.cloud.logbook import Logbook
+from metrocloud.cloud.pki import PkiService
 from metrocloud.cloud.runtime import DataDir, Service
 from metrocloud.cloud.storage import Storage
 
 SERVICES: dict[str, type[Service]] = {
-    s.name: s for s in (Communication, Legal, Storage, Logbook, Display)
+    s.name: s for s in (PkiService, Communication, Legal, Storage, Logbook, Display)
 }
 
 
@@ -29,7 +30,7 @@ async def run_service(name: str, data: DataDir, options: dict[str, str]) -> None
     ready = data.run / f"{name}.ready"
 
     async def mark_ready() -> None:
-        while service.js is None:
+        while not service.ready:
             await asyncio.sleep(0.05)
         ready.write_text(str(os.getpid()))
 
@@ -50,6 +51,7 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(
         level=logging.INFO, format=f"%(asctime)s {args.name} %(levelname)s %(message)s"
     )
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     options = dict(o.split("=", 1) for o in args.option)
     asyncio.run(run_service(args.name, DataDir(args.data), options))
 

@@ -14,7 +14,7 @@ from nats.aio.msg import Msg
 from metrocloud.cloud.runtime import Service
 from metrocloud.core.events import EventKind
 from metrocloud.core.messages import Envelope, KeyRegistration, TariffResult, Transmission
-from metrocloud.pki import Role, verify_certificate, verify_signature
+from metrocloud.pki import Role, verify_signature
 
 
 class Storage(Service):
@@ -52,7 +52,7 @@ class Storage(Service):
 
     async def result(self, msg: Msg) -> None:
         env = Envelope.decode(msg.data)
-        cert = verify_certificate(env.certificate, self.trust_anchor, expected_role=Role.SERVICE)
+        cert = self.trust.verify(env.certificate, expected_role=Role.SERVICE)
         verify_signature(cert, env.body, env.signature)
         res = TariffResult.decode(env.body)
         self.store.insert_result(res.meter, res.period_id, msg.data)

@@ -23,6 +23,8 @@ class EventKind(str, Enum):
     VERIFICATION_FAILURE = "verification-failure"
     VERIFICATION_SUCCESS = "verification-success"
     SERVICE = "service"
+    CERTIFICATE_ISSUED = "certificate-issued"
+    CERTIFICATE_REVOKED = "certificate-revoked"
 
 
 def utc_now() -> datetime:

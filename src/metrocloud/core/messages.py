@@ -9,6 +9,7 @@ transmission; the receiver checks the signature of ``legal`` over its result).
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields
+from datetime import datetime, timedelta
 from typing import Any, ClassVar, Protocol, TypeVar
 
 import msgpack
@@ -16,6 +17,8 @@ import msgpack
 from metrocloud.core.errors import Rejected
 
 WIRE_VERSION = 1
+MAX_CLOCK_SKEW = timedelta(minutes=10)
+"""How far a message's ``sent_at`` may be from the receiving clock."""
 
 M = TypeVar("M", bound="Message")
 
@@ -187,6 +190,27 @@ class DisplayRequest(Message):
     sent_at: str
 
 
+@dataclass(frozen=True)
+class CertificateRequest(Message):
+    """A requester asks the PKI to certify the key in ``csr`` (DER) for ``role``."""
+
+    kind: ClassVar[str] = "certificate-request"
+    csr: bytes
+    role: str
+    validity_days: int
+    sent_at: str
+
+
+@dataclass(frozen=True)
+class RevocationRequest(Message):
+    """A requester asks the PKI to revoke the certificate with ``serial`` (hex)."""
+
+    kind: ClassVar[str] = "revocation-request"
+    serial: str
+    reason: str
+    sent_at: str
+
+
 BODY_TYPES: dict[str, type[Message]] = {
     t.kind: t
     for t in (
@@ -196,6 +220,8 @@ BODY_TYPES: dict[str, type[Message]] = {
         VerificationReport,
         TariffResult,
         DisplayRequest,
+        CertificateRequest,
+        RevocationRequest,
     )
 }
 
@@ -253,3 +279,15 @@ def seal(signer: Signer, body: Message) -> bytes:
     """Encode ``body`` once, sign those bytes, and wrap them in an envelope."""
     raw = body.encode()
     return Envelope(raw, signer.certificate_der, signer.sign(raw)).encode()
+
+
+def check_fresh(sent_at: str, now: datetime) -> None:
+    """``Rejected`` unless ``sent_at`` is an aware ISO timestamp within the clock skew."""
+    try:
+        sent = datetime.fromisoformat(sent_at)
+    except ValueError:
+        raise Rejected("malformed-message", f"sent_at {sent_at!r} is not a timestamp") from None
+    if sent.tzinfo is None:
+        raise Rejected("malformed-message", "sent_at lacks a time zone")
+    if abs(now - sent) > MAX_CLOCK_SKEW:
+        raise Rejected("stale-message", f"sent at {sent_at}, now {now.isoformat()}")

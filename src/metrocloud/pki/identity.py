@@ -1,13 +1,9 @@
-"""Identities (key plus certificate) of gateways and services, and where they are kept.
+"""Identities (signing key plus certificate chain) of gateways, services and customers.
 
-Embedded mode: :class:`IdentityStore` creates the root CA on first use and keeps every key
-as an unencrypted PKCS#8 file unless a passphrase is given. The full PKI issue will add
-encrypted PKCS#8 by default and PKCS#11 (HSM) keys through :class:`~metrocloud.pki.keys.KeyStore`.
-
-Layout::
-
-    <directory>/ca/ca.key, ca.pem                    root CA
-    <directory>/identities/<common_name>.key, .pem   one identity each
+An :class:`IdentityStore` keeps each identity's key in a :class:`KeyStore` and its
+certificate chain (end entity, then its sub-CA) as ``<directory>/<common name>.pem``. Given
+a :class:`~metrocloud.pki.authority.Pki` it issues what is missing or no longer valid;
+without one (a service process) it only loads.
 """
 
 from __future__ import annotations
@@ -17,36 +13,36 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import Encoding
 
-from metrocloud.core.errors import Rejected
-from metrocloud.pki.ca import CertificateAuthority
-from metrocloud.pki.keys import FileKeyStore, KeyStore, PrivateKey, generate_private_key
-from metrocloud.pki.pem import load_certificate, save_certificate
-from metrocloud.pki.roles import Role
-from metrocloud.pki.validate import verify_certificate
+from metrocloud.core.errors import ConfigurationError, Rejected
+from metrocloud.pki.authority import Pki, split_hosts
+from metrocloud.pki.keys import FileKeyStore, KeyStore, SigningKey
+from metrocloud.pki.pem import write_atomically
+from metrocloud.pki.roles import PROFILES, Role
+from metrocloud.pki.validate import TrustStore
 
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 
 
 @dataclass(frozen=True)
 class Identity:
-    """Who signs: a common name with its role, private key and certificate."""
+    """Who signs: a common name with its role, signing key and certificate chain."""
 
     common_name: str
     role: Role
-    private_key: PrivateKey = field(repr=False)
+    key: SigningKey = field(repr=False)
     certificate: x509.Certificate
+    chain: tuple[x509.Certificate, ...] = ()
+    """The CA certificates above ``certificate`` (its sub-CA), for TLS peers."""
 
     def __post_init__(self) -> None:
-        if self.certificate.public_key() != self.private_key.public_key():
+        if self.certificate.public_key() != self.key.public_key():
             raise ValueError(f"certificate of {self.common_name} does not match its key")
 
     def sign(self, data: bytes) -> bytes:
         """ECDSA/SHA-256 signature over ``data``, DER-encoded."""
-        return self.private_key.sign(data, ec.ECDSA(hashes.SHA256()))
+        return self.key.sign(data)
 
     @property
     def certificate_der(self) -> bytes:
@@ -54,79 +50,94 @@ class Identity:
 
 
 class IdentityStore:
-    """Creates the CA on first use, then loads or issues identities by common name.
-
-    ``passphrase`` encrypts every key file (CA and identities); ``keys`` replaces the file
-    store of identity keys. Not safe for several processes starting it at the same time.
-    """
+    """Loads identities by common name; issues them when given a :class:`Pki`."""
 
     def __init__(
         self,
         directory: Path,
+        keys: KeyStore,
+        trust: TrustStore,
         *,
-        passphrase: bytes | None = None,
-        keys: KeyStore | None = None,
+        pki: Pki | None = None,
     ) -> None:
-        self.directory = directory
-        self._passphrase = passphrase
-        self._identities = directory / "identities"
-        self._keys = keys if keys is not None else FileKeyStore(self._identities, passphrase)
-        self._ca: CertificateAuthority | None = None
+        self.directory = Path(directory)
+        self.keys = keys
+        self.trust = trust
+        self.pki = pki
 
-    @property
-    def ca(self) -> CertificateAuthority:
-        """The root CA, created under ``<directory>/ca/`` if there is none yet."""
-        if self._ca is None:
-            ca_dir = self.directory / "ca"
-            if (ca_dir / "ca.pem").exists():
-                self._ca = CertificateAuthority.load(ca_dir, passphrase=self._passphrase)
-            else:
-                self._ca = CertificateAuthority.create(ca_dir, passphrase=self._passphrase)
-        return self._ca
+    @classmethod
+    def open_local(cls, directory: Path, passphrase: bytes | None = None) -> IdentityStore:
+        """A PKI and an issuing identity store under ``directory``, made at first use.
 
-    @property
-    def trust_anchor(self) -> x509.Certificate:
-        return self.ca.certificate
+        CA under ``directory/pki`` (keys in ``pki/private``), identities under
+        ``directory/identities``: the layout of the embedded cloud's data folder, for the
+        testbed and tests. Key files are encrypted when ``passphrase`` is given.
+        """
+        directory = Path(directory)
+        ca_keys = FileKeyStore(directory / "pki" / "private", passphrase)
+        if (directory / "pki" / "pki.json").exists():
+            pki = Pki(directory / "pki", ca_keys)
+        else:
+            pki = Pki.init(directory / "pki", ca_keys)
+        keys = FileKeyStore(directory / "identities", passphrase)
+        return cls(directory / "identities", keys, pki.trust_store(), pki=pki)
 
-    def identity(self, common_name: str, role: Role) -> Identity:
-        """Load the identity ``common_name`` or issue and save it.
+    def chain_path(self, common_name: str) -> Path:
+        return self.directory / f"{common_name}.pem"
 
-        A stored certificate must carry ``role`` (else ``Rejected("wrong-role")``) and match
-        the key; an expired one, or one for another key, is reissued for the stored key.
+    def identity(self, common_name: str, role: Role, *, hosts: tuple[str, ...] = ()) -> Identity:
+        """The identity ``common_name`` of ``role``, issued first if needed and possible.
+
+        A stored certificate must carry ``role`` (else ``Rejected("wrong-role")``) and
+        match the key; an expired, revoked or otherwise unusable one is reissued for the
+        stored key when this store has a PKI, else ``ConfigurationError``. ``hosts`` (IP
+        addresses or DNS names) go into a new certificate for a TLS server.
         """
         if not _NAME.fullmatch(common_name):
             raise Rejected("bad-common-name", f"{common_name!r} is not a valid identity name")
         role = Role(role)
-        if self._keys.exists(common_name):
-            key = self._keys.load(common_name)
+        if self.keys.exists(common_name):
+            key = self.keys.load(common_name)
+        elif self.pki is not None:
+            key = self.keys.generate(common_name, PROFILES[role].default_curve)
         else:
-            key = generate_private_key()
-            self._keys.save(common_name, key)
-        certificate = self._stored_certificate(common_name, role, key)
-        if certificate is None:
-            self._identities.mkdir(mode=0o700, parents=True, exist_ok=True)
-            certificate = self.ca.issue(common_name, role, key.public_key())
-            save_certificate(self._cert_path(common_name), certificate)
-        return Identity(common_name, role, key, certificate)
+            raise ConfigurationError(f"no key for identity {common_name}")
+        chain = self._stored_chain(common_name, role, key)
+        if chain is None:
+            if self.pki is None:
+                raise ConfigurationError(f"no usable certificate for identity {common_name}")
+            dns_names, ip_addresses = split_hosts(hosts)
+            certificate = self.pki.issue(
+                role,
+                common_name,
+                key.public_key(),
+                dns_names=dns_names,
+                ip_addresses=ip_addresses,
+            )
+            chain = [certificate, *self.pki.chain(role)[:-1]]
+            self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+            write_atomically(
+                self.chain_path(common_name),
+                b"".join(c.public_bytes(Encoding.PEM) for c in chain),
+                0o644,
+            )
+        return Identity(common_name, role, key, chain[0], tuple(chain[1:]))
 
-    def _cert_path(self, common_name: str) -> Path:
-        return self._identities / f"{common_name}.pem"
-
-    def _stored_certificate(
-        self, common_name: str, role: Role, key: PrivateKey
-    ) -> x509.Certificate | None:
-        """The stored certificate if still usable; None if it must be (re)issued."""
-        path = self._cert_path(common_name)
+    def _stored_chain(
+        self, common_name: str, role: Role, key: SigningKey
+    ) -> list[x509.Certificate] | None:
+        path = self.chain_path(common_name)
         if not path.exists():
             return None
-        certificate = load_certificate(path)
-        if certificate.public_key() != key.public_key():
+        chain = x509.load_pem_x509_certificates(path.read_bytes())
+        if chain[0].public_key() != key.public_key():
             return None
-        der = certificate.public_bytes(Encoding.DER)
+        # The PKI's own current view when there is one: a certificate it revoked is reissued.
+        trust = self.pki.trust_store() if self.pki is not None else self.trust
         try:
-            verify_certificate(der, self.trust_anchor, expected_role=role)
+            trust.verify(chain[0].public_bytes(Encoding.DER), expected_role=role)
         except Rejected as exc:
-            if exc.reason == "certificate-expired":
-                return None
-            raise
-        return certificate
+            if exc.reason == "wrong-role":
+                raise
+            return None
+        return chain

@@ -5,13 +5,12 @@ from __future__ import annotations
 import hashlib
 
 import msgpack
-from cryptography import x509
 from nats.aio.client import Client
 
 from metrocloud.core.clock import BillingPeriod, now_iso
 from metrocloud.core.messages import DisplayRequest, KeyRegistration, VerificationReport, seal
 from metrocloud.fhe.context import CustomerKeyPair, serialize
-from metrocloud.pki import Identity
+from metrocloud.pki import Identity, TrustStore
 from metrocloud.receiver.verify import Verdict, check_result
 from metrocloud.tariffs import TariffProgram
 
@@ -21,12 +20,12 @@ KEY_PART_BYTES = 16 * 1024 * 1024  # evaluation keys per registration message
 
 class Receiver:
     def __init__(
-        self, customer_id: str, identity: Identity, keys: CustomerKeyPair, anchor: x509.Certificate
+        self, customer_id: str, identity: Identity, keys: CustomerKeyPair, trust: TrustStore
     ) -> None:
         self.customer_id = customer_id
         self.identity = identity
         self.keys = keys
-        self.anchor = anchor
+        self.trust = trust
 
     def registration(self) -> list[bytes]:
         """The signed parts of this receiver's key registration."""
@@ -100,7 +99,7 @@ class Receiver:
         self, result: bytes, meter_id: str, period: BillingPeriod, contract: TariffProgram
     ) -> Verdict:
         return check_result(
-            result, self.keys, self.anchor, meter_id=meter_id, period=period, contract=contract
+            result, self.keys, self.trust, meter_id=meter_id, period=period, contract=contract
         )
 
     async def send_report(self, nc: Client, verdict: Verdict) -> None:

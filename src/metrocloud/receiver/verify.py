@@ -9,13 +9,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from cryptography import x509
-
 from metrocloud.core.clock import BillingPeriod
 from metrocloud.core.errors import Rejected
 from metrocloud.core.messages import Envelope, TariffResult
 from metrocloud.fhe.context import CustomerKeyPair, deserialize_ciphertext
-from metrocloud.pki import Role, verify_certificate, verify_signature
+from metrocloud.pki import Role, TrustStore, verify_signature
 from metrocloud.pki.validate import subject_common_name
 from metrocloud.tariffs import RegisterSet, TariffProgram
 from metrocloud.tariffs.base import expected_integrity_sums
@@ -36,7 +34,7 @@ class Verdict:
 def check_result(
     envelope_bytes: bytes,
     keys: CustomerKeyPair,
-    trust_anchor: x509.Certificate,
+    trust: TrustStore,
     *,
     meter_id: str,
     period: BillingPeriod,
@@ -51,7 +49,7 @@ def check_result(
 
     try:
         env = Envelope.decode(envelope_bytes)
-        cert = verify_certificate(env.certificate, trust_anchor, expected_role=Role.SERVICE)
+        cert = trust.verify(env.certificate, expected_role=Role.SERVICE)
         if subject_common_name(cert) != LEGAL_SERVICE:
             return fail(f"result signed by {subject_common_name(cert)}, not by legal")
         verify_signature(cert, env.body, env.signature)

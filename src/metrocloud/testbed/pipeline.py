@@ -22,7 +22,7 @@ from metrocloud.core.clock import BillingPeriod
 from metrocloud.fhe.context import CustomerKeyPair, Encryptor
 from metrocloud.field.gateway import Gateway, block_for
 from metrocloud.field.meter import Meter, MeterConfig
-from metrocloud.pki import IdentityStore, Role
+from metrocloud.pki import Role
 from metrocloud.receiver.customer import Receiver
 from metrocloud.receiver.verify import Verdict
 from metrocloud.store import MeterRecord
@@ -122,7 +122,8 @@ class Pipeline:
         """What the operator and the PKI do before the first reading: records and certificates."""
         cfg = self.config
         program = self.program = cfg.program()
-        ids = IdentityStore(self.cluster.data.pki)
+        pki = self.cluster.data.open_pki()
+        ids = self.cluster.data.identities_store(pki)
         store = self.cluster.data.open_store()
         gateway = self.gateway = Gateway(
             self.gateway_id,
@@ -142,7 +143,7 @@ class Pipeline:
                 )
                 keys = CustomerKeyPair.for_program(program, block)
                 receiver = Receiver(
-                    customer_id, ids.identity(customer_id, Role.RECEIVER), keys, ids.trust_anchor
+                    customer_id, ids.identity(customer_id, Role.RECEIVER), keys, ids.trust
                 )
                 self.receivers[customer_id] = receiver
                 self.owner[meter_id] = customer_id
@@ -158,11 +159,15 @@ class Pipeline:
                 gateway.attach(meter, customer_id, encryptor, program)
         finally:
             store.close()
+            pki.close()
 
     async def connect(self, role: str) -> Client:
-        server = self.cluster.server
+        """A bus connection as ``role``, with that role's TLS client certificate."""
         return await connect(
-            server.url, server.credentials(role), name=f"testbed-{role}", role=role
+            self.cluster.server.url,
+            self.cluster.data.credentials(role),
+            name=f"testbed-{role}",
+            role=role,
         )
 
     async def register_keys(self) -> None:

@@ -1,0 +1,74 @@
+"""The PKI service: the CA's HTTP API (:mod:`metrocloud.pki.service`) over TLS, in the cloud.
+
+It serves certificates from CSRs and the CRLs that every other service fetches once per
+refresh interval. Each issuance, revocation and refused request goes to the PKI's own
+hash-chained logbook (``pki/logbook.sqlite``) and, through the bus, to the cloud logbook.
+Its TLS server certificate is its service identity (names 127.0.0.1 and localhost).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+import uvicorn
+
+from metrocloud.cloud.runtime import DataDir, Service
+from metrocloud.core.events import LogEvent
+from metrocloud.logbook import HashChainLogbook
+from metrocloud.pki.service import create_app
+
+PKI_HOSTS = ("127.0.0.1", "localhost")
+_log = logging.getLogger(__name__)
+
+
+class PkiService(Service):
+    name = "pki"
+    role = "pki"
+
+    def __init__(self, data: DataDir, options: dict[str, str] | None = None) -> None:
+        super().__init__(data, options)
+        self._server: uvicorn.Server | None = None
+
+    @property
+    def ready(self) -> bool:
+        return super().ready and self._server is not None and self._server.started
+
+    async def serve(self) -> None:
+        own = HashChainLogbook(self.data.pki / "logbook.sqlite")
+        pending: list[LogEvent] = []
+
+        def audit(event: LogEvent) -> None:
+            own.append(event)
+            pending.append(event)
+
+        async def forward() -> None:
+            while pending:
+                await self.log_event(pending[0])
+                pending.pop(0)
+
+        pki = self.data.open_pki(audit=audit)
+        config = uvicorn.Config(
+            create_app(pki, after_change=forward),
+            host="127.0.0.1",
+            port=int(self.options["port"]),
+            ssl_certfile=str(self.data.identities / f"{self.name}.pem"),
+            ssl_keyfile=str(self.data.identities / f"{self.name}.key"),
+            ssl_keyfile_password=self.data.passphrase().decode(),
+            log_level="warning",
+            lifespan="off",
+        )
+        self._server = uvicorn.Server(config)
+        server = asyncio.ensure_future(self._server.serve())
+        try:
+            stop = asyncio.ensure_future(self._stop.wait())
+            await asyncio.wait({server, stop}, return_when=asyncio.FIRST_COMPLETED)
+            stop.cancel()
+        finally:
+            self._server.should_exit = True
+            with contextlib.suppress(asyncio.CancelledError):
+                await server
+            await forward()
+            pki.close()
+            own.close()
