@@ -32,7 +32,15 @@ from metrocloud.fhe.context import CustomerKeyPair, Encryptor
 from metrocloud.fhe.params import DEFAULT_PARAMETERS, FheParameters
 from metrocloud.field.gateway import Gateway
 from metrocloud.logbook import HashChainLogbook, LogEntry
-from metrocloud.pki import Curve, Identity, IdentityStore, Role, SoftwareKey, generate_private_key
+from metrocloud.pki import (
+    Curve,
+    FileKeyStore,
+    Identity,
+    IdentityStore,
+    Role,
+    SoftwareKey,
+    generate_private_key,
+)
 from metrocloud.testbed.observe import flags, logbook_entries, wait_for
 from metrocloud.testbed.pipeline import MeterOutcome, Pipeline, PipelineConfig
 
@@ -43,6 +51,9 @@ EXPECTED: dict[str, str] = {
     "unknown-gateway": "unknown-gateway",
     "other-ca-same-name": "bad-certificate-signature",
     "self-signed": "self-signed-certificate",
+    "expired-certificate": "certificate-expired",
+    "not-yet-valid-certificate": "certificate-not-yet-valid",
+    "malformed-certificate": "malformed-certificate",
     "wrong-role": "wrong-role",
     "replayed-verbatim": "replayed-index",
     "replayed-fresh-encryption": "replayed-index",
@@ -111,6 +122,32 @@ def _self_signed(common_name: str) -> Identity:
     return Identity(common_name, Role.GATEWAY, SoftwareKey(common_name, key), cert)
 
 
+def _gateway_certified_for(
+    pipeline: Pipeline, not_before: datetime, not_after: datetime
+) -> Identity:
+    """The real gateway key with a certificate signed by the real gateways CA, but valid only
+    from ``not_before`` to ``not_after``."""
+    gateway = pipeline.gateway
+    assert gateway is not None
+    data = pipeline.cluster.data
+    ca_key = FileKeyStore(data.pki / "private", data.passphrase()).load("ca-gateways")
+    ca_cert = x509.load_pem_x509_certificate((data.pki / "ca" / "gateways.pem").read_bytes())
+    real = gateway.identity.certificate
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(real.subject)
+        .issuer_name(ca_cert.subject)
+        .public_key(gateway.identity.key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(not_before)
+        .not_valid_after(not_after)
+    )
+    for extension in real.extensions:
+        cert = cert.add_extension(extension.value, extension.critical)
+    signed = cert.sign(ca_key.private_key, hashes.SHA256())
+    return Identity(gateway.identity.common_name, Role.GATEWAY, gateway.identity.key, signed)
+
+
 def _flip(data: bytes, at: int) -> bytes:
     return data[:at] + bytes([data[at] ^ 0x01]) + data[at + 1 :]
 
@@ -134,6 +171,11 @@ def build_bad_messages(pipeline: Pipeline, accepted: bytes, other_pki: Path) -> 
         "gw-0001", Role.GATEWAY
     )
     rogue = _self_signed("gw-0001")
+    now = datetime.now(timezone.utc)
+    expired = _gateway_certified_for(pipeline, now - timedelta(days=30), now - timedelta(days=1))
+    not_yet_valid = _gateway_certified_for(
+        pipeline, now + timedelta(days=1), now + timedelta(days=30)
+    )
     receiver = pipeline.receivers["c-0001"].identity
 
     good = Envelope.decode(seal(ident, tx("m-0001", 1)))
@@ -153,6 +195,11 @@ def build_bad_messages(pipeline: Pipeline, accepted: bytes, other_pki: Path) -> 
         "unknown-gateway": seal(stranger, dataclasses.replace(tx("m-0001", 1), gateway="gw-9999")),
         "other-ca-same-name": seal(same_name_ca, tx("m-0001", 1)),
         "self-signed": seal(rogue, tx("m-0001", 1)),
+        "expired-certificate": seal(expired, tx("m-0001", 1)),
+        "not-yet-valid-certificate": seal(not_yet_valid, tx("m-0001", 1)),
+        "malformed-certificate": Envelope(
+            good.body, good.certificate[: len(good.certificate) // 2], good.signature
+        ).encode(),
         "wrong-role": seal(receiver, tx("m-0001", 1)),
         "replayed-verbatim": accepted,
         "replayed-fresh-encryption": seal(ident, tx("m-0001", 0)),

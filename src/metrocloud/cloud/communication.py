@@ -48,6 +48,7 @@ class Deferred(Rejected):
 class Communication(Service):
     name = "communication"
     role = "communication"
+    checks_certificates = True
 
     async def serve(self) -> None:
         self.inspector = Inspector()

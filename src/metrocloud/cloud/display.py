@@ -26,6 +26,7 @@ def reply(status: str, detail: str = "", result: bytes = b"") -> bytes:
 class Display(Service):
     name = "display"
     role = "display"
+    checks_certificates = True
 
     async def serve(self) -> None:
         assert self.nc is not None

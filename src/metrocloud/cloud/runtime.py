@@ -155,6 +155,8 @@ class Service(ABC):
 
     name: str = ""
     role: str = ""
+    checks_certificates: bool = False
+    """Whether it verifies certificates, and so keeps its CRLs fresh from the PKI service."""
 
     def __init__(self, data: DataDir, options: dict[str, str] | None = None) -> None:
         self.data = data
@@ -174,7 +176,7 @@ class Service(ABC):
         )
         self.js = self.nc.jetstream(timeout=30.0)
         pki_url = self.data.cluster().get("pki_url")
-        if pki_url and self.name != "pki":
+        if pki_url and self.checks_certificates:
             self._refresher = asyncio.ensure_future(self.refresh_crls(str(pki_url)))
 
     @property

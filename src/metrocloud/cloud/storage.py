@@ -20,6 +20,7 @@ from metrocloud.pki import Role, verify_signature
 class Storage(Service):
     name = "storage"
     role = "storage"
+    checks_certificates = True
 
     async def serve(self) -> None:
         await asyncio.gather(
