@@ -31,7 +31,8 @@ from metrocloud.core.messages import Envelope, Transmission, seal
 from metrocloud.fhe.context import CustomerKeyPair, Encryptor
 from metrocloud.fhe.params import DEFAULT_PARAMETERS, FheParameters
 from metrocloud.field.gateway import Gateway
-from metrocloud.logbook import HashChainLogbook, LogEntry
+from metrocloud.logbook import LogEntry
+from metrocloud.logbook.transparency import MerkleLogbook
 from metrocloud.pki import (
     Curve,
     FileKeyStore,
@@ -353,7 +354,7 @@ def test_nothing_already_accepted_is_lost(scenario: Scenario) -> None:
 
 
 def test_logbook_chain_still_verifies(scenario: Scenario) -> None:
-    book = HashChainLogbook(Path(scenario.cluster.data.logbook))
+    book = MerkleLogbook(Path(scenario.cluster.data.logbook))
     try:
         assert book.verify().ok
     finally:

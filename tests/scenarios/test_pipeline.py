@@ -9,7 +9,7 @@ import pytest
 
 from metrocloud.cloud.cluster import Cluster
 from metrocloud.core.events import EventKind
-from metrocloud.logbook import HashChainLogbook
+from metrocloud.logbook.transparency import MerkleLogbook
 from metrocloud.testbed.observe import flags, logbook_entries, wait_for
 from metrocloud.testbed.pipeline import Pipeline, PipelineConfig
 
@@ -47,7 +47,7 @@ def test_every_bill_verifies_and_equals_the_reference(cluster: Cluster) -> None:
     assert len(arrivals) == 3 * (1 + 1)
     steps = [e.event.detail.get("step") for e in entries if e.event.kind is EventKind.PROCESSING]
     assert steps.count("evaluate") == 3 * 1 and steps.count("read-out") == 3
-    book = HashChainLogbook(Path(cluster.data.logbook))
+    book = MerkleLogbook(Path(cluster.data.logbook))
     try:
         assert book.verify().ok
     finally:

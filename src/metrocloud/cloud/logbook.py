@@ -1,11 +1,11 @@
-"""The logbook service: appends every event of the LOGBOOK stream to the hash chain."""
+"""The logbook service: appends every event of the LOGBOOK stream to the Merkle-tree log."""
 
 from __future__ import annotations
 
 from metrocloud.bus.streams import fetch, pull
 from metrocloud.cloud.runtime import Service
 from metrocloud.core.events import LogEvent
-from metrocloud.logbook import HashChainLogbook
+from metrocloud.logbook.transparency import MerkleLogbook
 
 
 class Logbook(Service):
@@ -13,7 +13,7 @@ class Logbook(Service):
     role = "logbook"
 
     async def serve(self) -> None:
-        book = HashChainLogbook(self.data.logbook)
+        book = MerkleLogbook(self.data.logbook)
         assert self.js is not None
         sub = await pull(self.js, "logbook")
         try:

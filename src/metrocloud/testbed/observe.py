@@ -7,14 +7,15 @@ from collections.abc import Callable
 
 from metrocloud.cloud.runtime import DataDir
 from metrocloud.core.events import EventKind
-from metrocloud.logbook import HashChainLogbook, LogEntry
+from metrocloud.logbook import LogEntry
+from metrocloud.logbook.transparency import MerkleLogbook
 from metrocloud.store import Flag
 
 
 def logbook_entries(data: DataDir, kind: EventKind | None = None) -> list[LogEntry]:
     if not data.logbook.exists():
         return []
-    book = HashChainLogbook(data.logbook)
+    book = MerkleLogbook(data.logbook)
     try:
         return book.entries(kind=kind)
     finally:

@@ -1,0 +1,243 @@
+"""The logbook as an RFC 9162 transparency log: events as leaves of a Merkle tree.
+
+Each entry's leaf is the canonical JSON of its :class:`~metrocloud.core.events.LogEvent`
+(``LogEvent.to_json``), so a leaf hash is ``SHA-256(0x00 || event JSON)`` and any RFC 9162
+verifier can check an entry with its inclusion proof. The head of the log is the tree's
+root hash; a head seen earlier is checked with a consistency proof.
+
+Besides the tree (:class:`~metrocloud.logbook.tree.MerkleTree`: leaves and perfect-subtree
+nodes) one table indexes the events by id, kind, subject and actor, for idempotent appends
+and filtered reads. Reads return what the leaves hold, never what the index says, so an
+index that was tampered with can hide an entry from a filter but not change one; ``verify``
+also checks the index against the leaves.
+
+Implements the :class:`~metrocloud.logbook.chain.Logbook` interface of the hash chain it
+replaces, with ``head()`` the root hash (``SHA-256("")`` for the empty log).
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from metrocloud.core.events import EventKind, LogEvent
+from metrocloud.logbook.chain import ChainVerdict, LogbookError, LogEntry, _prepare
+from metrocloud.logbook.merkle import HASH_SIZE, verify_consistency
+from metrocloud.logbook.tree import MerkleTree, TreeError
+
+_INDEX = """
+CREATE TABLE IF NOT EXISTS events (
+    seq INTEGER PRIMARY KEY, event_id TEXT NOT NULL UNIQUE, actor TEXT NOT NULL,
+    kind TEXT NOT NULL, subject TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS events_kind ON events (kind, seq);
+"""
+
+AUDIENCES: dict[str, frozenset[EventKind] | None] = {
+    "authority": None,  # everything
+    "gateway-administrator": frozenset(
+        {
+            EventKind.ARRIVAL,
+            EventKind.REJECTION,
+            EventKind.KEY_REGISTRATION,
+            EventKind.SERVICE,
+            EventKind.CERTIFICATE_ISSUED,
+            EventKind.CERTIFICATE_REVOKED,
+        }
+    ),
+    "consumer": frozenset(
+        {
+            EventKind.ARRIVAL,
+            EventKind.PROCESSING,
+            EventKind.STORAGE,
+            EventKind.KEY_REGISTRATION,
+            EventKind.USER_ACTIVITY,
+            EventKind.VERIFICATION_FAILURE,
+            EventKind.VERIFICATION_SUCCESS,
+        }
+    ),
+}
+"""The kinds each audience's view shows (None: all), filtered from the one tree, as a smart
+meter gateway keeps separate logs for consumer, administrator and authority."""
+
+
+def _event(raw: bytes, seq: int) -> LogEvent:
+    try:
+        return LogEvent.from_json(raw)
+    except (ValueError, KeyError, TypeError) as exc:
+        raise LogbookError(f"stored entry {seq} is unreadable ({exc}); run verify()") from None
+
+
+class MerkleLogbook(MerkleTree):
+    """Append-only logbook of events in an RFC 9162 Merkle tree (SQLite at ``path``)."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(path)
+        self._conn.executescript(_INDEX)
+        self._pending_index: list[tuple[Any, ...]] = []
+
+    # -- appending ----------------------------------------------------------------------
+    def append(self, event: LogEvent) -> LogEntry:  # type: ignore[override]
+        """Append ``event``; if its ``event_id`` is already logged, return that entry."""
+        return self.append_events([event])[0]
+
+    def append_many(self, events: Iterable[LogEvent]) -> list[LogEntry]:  # type: ignore[override]
+        return self.append_events(events)
+
+    def append_events(self, events: Iterable[LogEvent]) -> list[LogEntry]:
+        """Append ``events`` in order, in one transaction; one entry per input event.
+
+        An event whose ``event_id`` is already logged (or repeats in the batch) is not
+        added again: its existing entry is returned in its place.
+        """
+        prepared = [_prepare(event) for event in events]
+        with self._lock:
+            known: dict[str, int] = {}
+            ids = [p.event.event_id for p in prepared]
+            for chunk in range(0, len(ids), 500):
+                part = ids[chunk : chunk + 500]
+                marks = ",".join("?" * len(part))
+                for event_id, seq in self._conn.execute(
+                    f"SELECT event_id, seq FROM events WHERE event_id IN ({marks})", part
+                ):
+                    known[str(event_id)] = int(seq)
+            fresh: list[bytes] = []
+            index_rows: list[tuple[int, str, str, str, str]] = []
+            places: list[int] = []
+            for item in prepared:
+                event = item.event
+                if event.event_id not in known:
+                    seq = self.size + len(fresh)
+                    known[event.event_id] = seq
+                    fresh.append(item.canonical)
+                    index_rows.append(
+                        (seq, event.event_id, event.actor, event.kind.value, event.subject)
+                    )
+                places.append(known[event.event_id])
+            if fresh:
+                self._append(fresh, index_rows)
+            return [self.get(seq) for seq in places]
+
+    def _append(self, entries: list[bytes], index_rows: list[tuple[Any, ...]]) -> None:
+        self._pending_index = index_rows
+        try:
+            MerkleTree.append_many(self, entries)
+        finally:
+            self._pending_index = []
+
+    def _store_extra(self, conn: sqlite3.Connection) -> None:
+        conn.executemany("INSERT INTO events VALUES (?, ?, ?, ?, ?)", self._pending_index)
+
+    # -- reading ------------------------------------------------------------------------
+    def head(self) -> bytes:
+        """The root hash of the whole log (``SHA-256("")`` when empty)."""
+        return self.root()
+
+    def get(self, seq: int) -> LogEntry:
+        """The entry at ``seq``; :class:`IndexError` if there is none."""
+        if not 0 <= seq < self.size:
+            raise IndexError(f"no logbook entry {seq}")
+        with self._lock:
+            row = self._conn.execute(
+                "SELECT entry, leaf_hash FROM leaves WHERE idx = ?", (seq,)
+            ).fetchone()
+        if row is None:
+            raise LogbookError(f"stored entry {seq} is missing; run verify()")
+        return LogEntry(seq, _event(bytes(row[0]), seq), bytes(row[1]), b"")
+
+    def entries(
+        self,
+        *,
+        kind: EventKind | None = None,
+        subject_prefix: str | None = None,
+        start: int = 0,
+        limit: int | None = None,
+        audience: str | None = None,
+    ) -> list[LogEntry]:
+        """Entries with ``seq >= start`` in order, filtered by kind, subject prefix and the
+        ``audience``'s view (:data:`AUDIENCES`); ``limit`` caps how many."""
+        if start < 0 or (limit is not None and limit < 0):
+            raise ValueError("start and limit must be >= 0")
+        where: list[str] = ["e.seq >= ?"]
+        params: list[Any] = [start]
+        if kind is not None:
+            where.append("e.kind = ?")
+            params.append(EventKind(kind).value)
+        if audience is not None:
+            if audience not in AUDIENCES:
+                raise ValueError(f"unknown audience {audience!r}; one of {sorted(AUDIENCES)}")
+            kinds = AUDIENCES[audience]
+            if kinds is not None:
+                where.append(f"e.kind IN ({','.join('?' * len(kinds))})")
+                params += sorted(k.value for k in kinds)
+        if subject_prefix:
+            prefix = subject_prefix.encode("utf-8")
+            where.append("substr(CAST(e.subject AS BLOB), 1, ?) = ?")
+            params += [len(prefix), prefix]
+        params.append(-1 if limit is None else limit)
+        sql = (
+            "SELECT l.idx, l.entry, l.leaf_hash FROM events e JOIN leaves l ON l.idx = e.seq "
+            f"WHERE {' AND '.join(where)} ORDER BY e.seq LIMIT ?"
+        )
+        with self._lock:
+            rows = self._conn.execute(sql, params).fetchall()
+        return [LogEntry(int(s), _event(bytes(e), int(s)), bytes(h), b"") for s, e, h in rows]
+
+    # -- verification -------------------------------------------------------------------
+    def verify(self) -> ChainVerdict:
+        """Recompute every leaf and node from the stored events; check the index too."""
+        head = self.root()
+        bad = self.first_mismatch()
+        if bad is not None:
+            return ChainVerdict(
+                False, self.size, head, bad, f"entry {bad} does not match the tree: altered"
+            )
+        with self._lock:
+            rows = self._conn.execute(
+                "SELECT l.idx, l.entry, e.seq, e.event_id, e.kind, e.subject, e.actor "
+                "FROM leaves l LEFT JOIN events e ON e.seq = l.idx ORDER BY l.idx"
+            ).fetchall()
+        for idx, raw, seq, event_id, kind, subject, actor in rows:
+            event = json.loads(bytes(raw))
+            indexed = (seq, event_id, kind, subject, actor)
+            if indexed != (idx, event["event_id"], event["kind"], event["subject"], event["actor"]):
+                return ChainVerdict(
+                    False, self.size, head, int(idx), f"index of entry {idx} altered"
+                )
+        return ChainVerdict(True, self.size, head, None, "ok")
+
+    def verify_against(self, head: bytes, size: int) -> ChainVerdict:
+        """Check that the log of ``size`` entries with root ``head`` seen earlier is a prefix
+        of this one (appended to only), then verify the whole log."""
+        if len(head) != HASH_SIZE or size < 0:
+            raise ValueError(f"head must be {HASH_SIZE} bytes and size >= 0")
+        current = self.root()
+        if size > self.size:
+            return ChainVerdict(
+                False,
+                self.size,
+                current,
+                self.size,
+                f"log shrank to {self.size} entries from a previously seen {size}: "
+                f"entry {self.size} missing (rollback)",
+            )
+        try:
+            earlier = self.root(size)
+        except TreeError as exc:
+            return ChainVerdict(False, self.size, current, size, str(exc))
+        if earlier != bytes(head):
+            return ChainVerdict(
+                False,
+                self.size,
+                current,
+                size - 1,
+                f"the first {size} entries differ from the head seen before: history rewritten",
+            )
+        if size and not verify_consistency(
+            size, self.size, earlier, current, self.consistency_proof(size)
+        ):
+            return ChainVerdict(False, self.size, current, size, "inconsistent tree")
+        return self.verify()

@@ -1,0 +1,235 @@
+"""An append-only RFC 9162 Merkle tree of byte entries in SQLite.
+
+Tables::
+
+    leaves(idx, leaf_hash, entry)   every entry with its leaf hash, idx = 0, 1, 2, ...
+    nodes(level, idx, hash)         every perfect subtree once complete: leaves
+                                    [idx * 2^level, (idx + 1) * 2^level), level >= 1
+
+A perfect subtree never changes once complete, so its hash is written once and only read
+afterwards: appending touches no stored row. The hash of any range, and with it the root
+of any earlier size and every proof, is put together from at most two perfect subtrees per
+level (:meth:`MerkleTree.subtree`), so proofs cost O(log² n) point reads at any size.
+
+The *frontier* (the perfect subtrees that make up the current tree, at most one per level)
+is kept in memory and rebuilt from ``nodes`` when the file is opened; an append of a batch
+merges new leaves into it and inserts the completed nodes, all in one transaction.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from types import TracebackType
+
+from metrocloud.core.errors import MetrocloudError
+from metrocloud.logbook.merkle import (
+    EMPTY_ROOT,
+    consistency_proof,
+    inclusion_proof,
+    leaf_hash,
+    node_hash,
+    split,
+)
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS leaves (
+    idx INTEGER PRIMARY KEY, leaf_hash BLOB NOT NULL, entry BLOB NOT NULL
+);
+CREATE TABLE IF NOT EXISTS nodes (
+    level INTEGER NOT NULL, idx INTEGER NOT NULL, hash BLOB NOT NULL,
+    PRIMARY KEY (level, idx)
+) WITHOUT ROWID;
+"""
+
+
+class TreeError(MetrocloudError):
+    """The tree's storage is unusable or a request is outside the tree."""
+
+
+class MerkleTree:
+    """Byte entries in an RFC 9162 Merkle tree, stored in SQLite at ``path``.
+
+    One writer process; one instance may be shared by threads (a lock guards the
+    connection).
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self._lock = threading.RLock()
+        self._conn = sqlite3.connect(
+            str(self.path), timeout=30, isolation_level=None, check_same_thread=False
+        )
+        self._conn.execute("PRAGMA journal_mode = WAL")
+        self._conn.execute("PRAGMA synchronous = FULL")
+        self._conn.executescript(_SCHEMA)
+        self._size = int(self._conn.execute("SELECT COUNT(*) FROM leaves").fetchone()[0])
+        self._frontier = self._load_frontier(self._size)
+
+    # -- lifecycle ----------------------------------------------------------------------
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()
+
+    def __enter__(self) -> MerkleTree:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    # -- appending ----------------------------------------------------------------------
+    def append_many(self, entries: Sequence[bytes]) -> int:
+        """Append ``entries`` in order in one transaction; returns the index of the first."""
+        with self._lock:
+            first = self._size
+            frontier = list(self._frontier)
+            leaves: list[tuple[int, bytes, bytes]] = []
+            nodes: list[tuple[int, int, bytes]] = []
+            for offset, entry in enumerate(entries):
+                index = first + offset
+                digest = leaf_hash(entry)
+                leaves.append((index, digest, entry))
+                level, position, value = 0, index, digest
+                # Merge equal-sized perfect subtrees at the right edge, as a binary counter.
+                while frontier and frontier[-1][0] == level:
+                    _, _, left = frontier.pop()
+                    level, position = level + 1, position >> 1
+                    value = node_hash(left, value)
+                    nodes.append((level, position, value))
+                frontier.append((level, position, value))
+            conn = self._conn
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                conn.executemany("INSERT INTO leaves VALUES (?, ?, ?)", leaves)
+                conn.executemany("INSERT INTO nodes VALUES (?, ?, ?)", nodes)
+                self._store_extra(conn)
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+            self._size = first + len(leaves)
+            self._frontier = frontier
+            return first
+
+    def append(self, entry: bytes) -> int:
+        """Append one entry; returns its index."""
+        return self.append_many([entry])
+
+    def _store_extra(self, conn: sqlite3.Connection) -> None:
+        """Hook for subclasses: more rows to write in an append's transaction."""
+
+    # -- reading ------------------------------------------------------------------------
+    @property
+    def size(self) -> int:
+        return self._size
+
+    def root(self, size: int | None = None) -> bytes:
+        """The root hash of the tree's first ``size`` entries (default: all)."""
+        size = self._size if size is None else size
+        if not 0 <= size <= self._size:
+            raise TreeError(f"no tree of size {size}: the log has {self._size} entries")
+        if size == self._size:  # the frontier holds the current root's parts
+            if not self._frontier:
+                return EMPTY_ROOT
+            value = self._frontier[-1][2]
+            for _, _, left in reversed(self._frontier[:-1]):
+                value = node_hash(left, value)
+            return value
+        return self.subtree(0, size) if size else EMPTY_ROOT
+
+    def entry(self, index: int) -> bytes:
+        row = self._read("SELECT entry FROM leaves WHERE idx = ?", (index,))
+        return bytes(row[0])
+
+    def leaf_hash(self, index: int) -> bytes:
+        row = self._read("SELECT leaf_hash FROM leaves WHERE idx = ?", (index,))
+        return bytes(row[0])
+
+    def subtree(self, start: int, end: int) -> bytes:
+        """The Merkle tree hash of entries ``[start, end)`` (``0 <= start < end <= size``)."""
+        if not 0 <= start < end <= self._size:
+            raise TreeError(f"no range [{start}, {end}) in a tree of {self._size}")
+        n = end - start
+        if n & (n - 1) == 0 and start % n == 0:  # a perfect subtree: stored
+            level = n.bit_length() - 1
+            if level == 0:
+                return self.leaf_hash(start)
+            row = self._read(
+                "SELECT hash FROM nodes WHERE level = ? AND idx = ?", (level, start >> level)
+            )
+            return bytes(row[0])
+        k = split(n)
+        return node_hash(self.subtree(start, start + k), self.subtree(start + k, end))
+
+    def inclusion_proof(self, index: int, size: int | None = None) -> list[bytes]:
+        """The audit path of entry ``index`` in the tree of ``size`` entries."""
+        size = self._size if size is None else size
+        if not 0 <= index < size <= self._size:
+            raise TreeError(f"no entry {index} in a tree of {size} (the log has {self._size})")
+        return inclusion_proof(index, size, self.subtree)
+
+    def consistency_proof(self, old_size: int, new_size: int | None = None) -> list[bytes]:
+        """The proof that the tree of ``new_size`` entries extends that of ``old_size``."""
+        new_size = self._size if new_size is None else new_size
+        if not 0 < old_size <= new_size <= self._size:
+            raise TreeError(
+                f"no consistency proof from {old_size} to {new_size} (log has {self._size})"
+            )
+        return consistency_proof(old_size, new_size, self.subtree)
+
+    def first_mismatch(self, batch: int = 65536) -> int | None:
+        """Recompute every leaf and node hash from the stored entries.
+
+        Returns the index of the first entry whose stored data does not hash to what the
+        tree holds (a changed, deleted, inserted or reordered entry, or a changed node
+        below it), or None when everything matches.
+        """
+        frontier: list[tuple[int, int, bytes]] = []
+        expected = 0
+        with self._lock:
+            stored_nodes = self._conn.execute("SELECT level, idx, hash FROM nodes").fetchall()
+        node_rows = {(int(r[0]), int(r[1])): bytes(r[2]) for r in stored_nodes}
+        for offset in range(0, self._size, batch):
+            rows = self._conn.execute(
+                "SELECT idx, leaf_hash, entry FROM leaves WHERE idx >= ? ORDER BY idx LIMIT ?",
+                (offset, batch),
+            ).fetchall()
+            for idx, stored_leaf, entry in rows:
+                if idx != expected or leaf_hash(bytes(entry)) != bytes(stored_leaf):
+                    return expected
+                level, position, value = 0, int(idx), bytes(stored_leaf)
+                while frontier and frontier[-1][0] == level:
+                    _, _, left = frontier.pop()
+                    level, position = level + 1, position >> 1
+                    value = node_hash(left, value)
+                    if node_rows.get((level, position)) != value:
+                        return position << level  # the first entry under the bad node
+                frontier.append((level, position, value))
+                expected += 1
+        return None if expected == self._size else expected
+
+    # -- internals ----------------------------------------------------------------------
+    def _read(self, sql: str, args: tuple[int, ...]) -> tuple[bytes, ...]:
+        with self._lock:
+            row = self._conn.execute(sql, args).fetchone()
+        if row is None:
+            raise TreeError(f"the tree's storage lacks a row for {args}: damaged?")
+        return tuple(row)
+
+    def _load_frontier(self, size: int) -> list[tuple[int, int, bytes]]:
+        """The perfect subtrees of a tree of ``size`` leaves, largest (leftmost) first."""
+        frontier: list[tuple[int, int, bytes]] = []
+        start = 0
+        for level in range(size.bit_length() - 1, -1, -1):
+            if size >> level & 1:
+                frontier.append((level, start >> level, self.subtree(start, start + (1 << level))))
+                start += 1 << level
+        return frontier
