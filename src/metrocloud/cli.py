@@ -16,12 +16,14 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from metrocloud.cloud.cluster import Cluster
+from metrocloud.logbook import commands as logbook_commands
 from metrocloud.pki import commands as pki_commands
 from metrocloud.tariffs import PROGRAMS
 from metrocloud.testbed.pipeline import MeterOutcome, Pipeline, PipelineConfig
 
 app = typer.Typer(add_completion=False, help="A secure cloud for legally controlled meters.")
 app.add_typer(pki_commands.app, name="pki")
+app.add_typer(logbook_commands.app, name="logbook")
 console = Console()
 
 

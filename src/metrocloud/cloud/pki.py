@@ -2,7 +2,10 @@
 
 It serves certificates from CSRs and the CRLs that every other service fetches once per
 refresh interval. Each issuance, revocation and refused request goes to the PKI's own
-hash-chained logbook (``pki/logbook.sqlite``) and, through the bus, to the cloud logbook.
+hash-chained logbook (``pki/logbook.sqlite``) and, through the bus, to the cloud logbook;
+it also forwards whatever else lands in its own logbook (the certificates the cluster issued
+before the bus was up, the operator's ``metrocloud pki`` commands), so issuance and
+revocation can be proven from the one cloud log.
 Its TLS server certificate is its service identity (names 127.0.0.1 and localhost).
 """
 
@@ -20,6 +23,7 @@ from metrocloud.logbook import HashChainLogbook
 from metrocloud.pki.service import create_app
 
 PKI_HOSTS = ("127.0.0.1", "localhost")
+OWN_LOG_POLL_S = 1.0
 _log = logging.getLogger(__name__)
 
 
@@ -49,6 +53,7 @@ class PkiService(Service):
                 pending.pop(0)
 
         pki = self.data.open_pki(audit=audit)
+        tail = asyncio.ensure_future(self._forward_own_log(own))
         config = uvicorn.Config(
             create_app(pki, after_change=forward),
             host="127.0.0.1",
@@ -69,6 +74,24 @@ class PkiService(Service):
             self._server.should_exit = True
             with contextlib.suppress(asyncio.CancelledError):
                 await server
+            tail.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await tail
             await forward()
             pki.close()
             own.close()
+
+    async def _forward_own_log(self, own: HashChainLogbook) -> None:
+        """Forward every entry of the PKI's own logbook to the cloud log, and keep doing so.
+
+        Certificates are also issued outside this service (the cluster at start, the
+        operator's ``metrocloud pki`` commands on the same folder); their events reach the
+        cloud log within a second. Events keep their ids, so a repeat adds nothing.
+        """
+        forwarded = 0
+        while not self.stopping:
+            for entry in own.entries(start=forwarded):
+                await self.log_event(entry.event)
+                forwarded = entry.seq + 1
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), OWN_LOG_POLL_S)
