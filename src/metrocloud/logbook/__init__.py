@@ -1,4 +1,8 @@
-"""The logbook: the tamper-evident audit trail every service reports to."""
+"""The logbook: the tamper-evident audit trail every service reports to.
+
+:class:`MerkleLogbook` (an RFC 9162 transparency log) is the cloud's logbook;
+:class:`HashChainLogbook` remains for the PKI's own log.
+"""
 
 from metrocloud.logbook.chain import (
     HASH_SIZE,
@@ -11,8 +15,11 @@ from metrocloud.logbook.chain import (
     LogEntry,
     chain_hash,
 )
+from metrocloud.logbook.transparency import AUDIENCES, MerkleLogbook
+from metrocloud.logbook.tree import MerkleTree, TreeError
 
 __all__ = [
+    "AUDIENCES",
     "HASH_SIZE",
     "LEAF_PREFIX",
     "ZERO_HASH",
@@ -21,5 +28,8 @@ __all__ = [
     "LogEntry",
     "Logbook",
     "LogbookError",
+    "MerkleLogbook",
+    "MerkleTree",
+    "TreeError",
     "chain_hash",
 ]
