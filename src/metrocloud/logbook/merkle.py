@@ -107,6 +107,8 @@ def root_from_inclusion(entry_hash: bytes, index: int, size: int, proof: Sequenc
     Raises ``ValueError`` when the proof has the wrong length for ``index`` and ``size``.
     """
     _check_range(index, size)
+    if len(entry_hash) != HASH_SIZE or any(len(p) != HASH_SIZE for p in proof):
+        raise ValueError(f"hashes must be {HASH_SIZE} bytes")
     fn, sn = index, size - 1
     r = entry_hash
     for p in proof:
@@ -131,6 +133,8 @@ def verify_inclusion(
     entry_hash: bytes, index: int, size: int, proof: Sequence[bytes], root: bytes
 ) -> bool:
     """Whether ``proof`` shows leaf ``entry_hash`` at ``index`` in the tree ``root``."""
+    if len(root) != HASH_SIZE:
+        return False
     try:
         return root_from_inclusion(entry_hash, index, size, proof) == root
     except ValueError:
@@ -142,6 +146,8 @@ def verify_consistency(
 ) -> bool:
     """Whether ``proof`` shows the tree ``new_root`` extends ``old_root`` (RFC 9162, 2.1.4.2)."""
     if not 0 < old_size <= new_size:
+        return False
+    if any(len(h) != HASH_SIZE for h in (old_root, new_root, *proof)):
         return False
     if old_size == new_size:
         return not proof and old_root == new_root
