@@ -18,6 +18,7 @@ CRLs replace older ones only (``crl-rollback`` otherwise) and must be signed by 
 from __future__ import annotations
 
 import threading
+import warnings
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -28,6 +29,7 @@ from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import Encoding
+from cryptography.utils import CryptographyDeprecationWarning
 from cryptography.x509.oid import NameOID
 
 from metrocloud.core.errors import Rejected
@@ -206,7 +208,9 @@ class TrustStore:
         elif at.tzinfo is None:
             raise ValueError("'at' must be timezone-aware")
         try:
-            cert = x509.load_der_x509_certificate(cert_der)
+            with warnings.catch_warnings():  # what cryptography only warns about is refused
+                warnings.simplefilter("error", CryptographyDeprecationWarning)
+                cert = x509.load_der_x509_certificate(cert_der)
             cn = subject_common_name(cert)
             self_signed = cert.issuer == cert.subject
             cert.extensions  # noqa: B018 - parses every extension now
@@ -313,6 +317,7 @@ class TrustStore:
 
 PARSE_ERRORS: tuple[type[Exception], ...] = (
     ValueError,
+    CryptographyDeprecationWarning,  # e.g. a serial number that is not positive (RFC 5280)
     TypeError,
     x509.InvalidVersion,
     x509.DuplicateExtension,
