@@ -79,6 +79,9 @@ class MerkleLogbook(MerkleTree):
         self._conn.executescript(_INDEX)
         self._pending_index: list[tuple[Any, ...]] = []
 
+    def __enter__(self) -> MerkleLogbook:
+        return self
+
     # -- appending ----------------------------------------------------------------------
     def append(self, event: LogEvent) -> LogEntry:  # type: ignore[override]
         """Append ``event``; if its ``event_id`` is already logged, return that entry."""
