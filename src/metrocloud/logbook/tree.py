@@ -45,6 +45,27 @@ CREATE TABLE IF NOT EXISTS nodes (
 """
 
 
+Subtree = tuple[int, int, bytes]
+"""A perfect subtree: (level, index at that level, hash)."""
+
+
+def _push(frontier: list[Subtree], index: int, digest: bytes) -> list[Subtree]:
+    """Add leaf ``index`` to the right edge ``frontier``; returns the subtrees it completes.
+
+    Equal-sized perfect subtrees at the right edge merge, as the digits of a binary counter
+    carry: leaf 7 completes the subtrees of leaves 6-7, 4-7 and 0-7.
+    """
+    completed: list[Subtree] = []
+    level, position, value = 0, index, digest
+    while frontier and frontier[-1][0] == level:
+        _, _, left = frontier.pop()
+        level, position = level + 1, position >> 1
+        value = node_hash(left, value)
+        completed.append((level, position, value))
+    frontier.append((level, position, value))
+    return completed
+
+
 class TreeError(MetrocloudError):
     """The tree's storage is unusable or a request is outside the tree."""
 
@@ -91,19 +112,12 @@ class MerkleTree:
             first = self._size
             frontier = list(self._frontier)
             leaves: list[tuple[int, bytes, bytes]] = []
-            nodes: list[tuple[int, int, bytes]] = []
+            nodes: list[Subtree] = []
             for offset, entry in enumerate(entries):
                 index = first + offset
                 digest = leaf_hash(entry)
                 leaves.append((index, digest, entry))
-                level, position, value = 0, index, digest
-                # Merge equal-sized perfect subtrees at the right edge, as a binary counter.
-                while frontier and frontier[-1][0] == level:
-                    _, _, left = frontier.pop()
-                    level, position = level + 1, position >> 1
-                    value = node_hash(left, value)
-                    nodes.append((level, position, value))
-                frontier.append((level, position, value))
+                nodes += _push(frontier, index, digest)
             conn = self._conn
             conn.execute("BEGIN IMMEDIATE")
             try:
@@ -192,7 +206,7 @@ class MerkleTree:
         tree holds (a changed, deleted, inserted or reordered entry, or a changed node
         below it), or None when everything matches.
         """
-        frontier: list[tuple[int, int, bytes]] = []
+        frontier: list[Subtree] = []
         expected = 0
         with self._lock:
             stored_nodes = self._conn.execute("SELECT level, idx, hash FROM nodes").fetchall()
@@ -205,14 +219,9 @@ class MerkleTree:
             for idx, stored_leaf, entry in rows:
                 if idx != expected or leaf_hash(bytes(entry)) != bytes(stored_leaf):
                     return expected
-                level, position, value = 0, int(idx), bytes(stored_leaf)
-                while frontier and frontier[-1][0] == level:
-                    _, _, left = frontier.pop()
-                    level, position = level + 1, position >> 1
-                    value = node_hash(left, value)
+                for level, position, value in _push(frontier, int(idx), bytes(stored_leaf)):
                     if node_rows.get((level, position)) != value:
                         return position << level  # the first entry under the bad node
-                frontier.append((level, position, value))
                 expected += 1
         return None if expected == self._size else expected
 
@@ -224,9 +233,9 @@ class MerkleTree:
             raise TreeError(f"the tree's storage lacks a row for {args}: damaged?")
         return tuple(row)
 
-    def _load_frontier(self, size: int) -> list[tuple[int, int, bytes]]:
+    def _load_frontier(self, size: int) -> list[Subtree]:
         """The perfect subtrees of a tree of ``size`` leaves, largest (leftmost) first."""
-        frontier: list[tuple[int, int, bytes]] = []
+        frontier: list[Subtree] = []
         start = 0
         for level in range(size.bit_length() - 1, -1, -1):
             if size >> level & 1:

@@ -50,6 +50,7 @@ from metrocloud.pki.validate import (
     PARSE_ERRORS,
     TrustStore,
     canonical_signature,
+    common_name,
     subject_common_name,
 )
 
@@ -413,7 +414,7 @@ class Pki:
         cn = "<unparsed CSR>"
         try:
             request = _load_csr(csr)
-            cn = subject_common_name_of(request.subject)
+            cn = common_name(request.subject)
             der = request.public_bytes(Encoding.DER)
             if not request.is_signature_valid or not canonical_signature(der, request.signature):
                 raise Rejected("bad-csr-signature", f"the CSR of {cn} is not self-signed")
@@ -647,11 +648,6 @@ class Pki:
         if self._own_logbook is not None:
             self._own_logbook.close()
             self._own_logbook = None
-
-
-def subject_common_name_of(name: x509.Name) -> str:
-    values = name.get_attributes_for_oid(NameOID.COMMON_NAME)
-    return str(values[0].value) if values else "<no CN>"
 
 
 def _load_csr(csr: x509.CertificateSigningRequest | bytes) -> x509.CertificateSigningRequest:

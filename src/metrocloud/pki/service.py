@@ -30,7 +30,6 @@ from datetime import datetime, timezone
 
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
-from cryptography.x509.oid import NameOID
 from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 
@@ -47,6 +46,7 @@ from metrocloud.pki.roles import Role, SubCa
 from metrocloud.pki.validate import (
     TrustStore,
     certificate_role,
+    common_name,
     subject_common_name,
     verify_signature,
 )
@@ -191,8 +191,7 @@ def create_app(pki: Pki, *, after_change: Callable[[], Awaitable[None]] | None =
             csr = x509.load_der_x509_csr(body.csr) if body.csr else None
             if csr is None:
                 raise Rejected("malformed-csr", "the request holds no CSR")
-            names = csr.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
-            subject = str(names[0].value) if names else "<no CN>"
+            subject = common_name(csr.subject)
             _authorize(requester, role, subject, MAY_REQUEST, "request")
         except Rejected as exc:
             return refuse("certificate-request", subject, exc, requester_name)

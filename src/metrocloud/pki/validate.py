@@ -37,10 +37,15 @@ from metrocloud.pki.keys import Curve
 from metrocloud.pki.roles import PROFILES, ROLE_OID, Role, SubCa
 
 
+def common_name(name: x509.Name) -> str:
+    """The CN of ``name``, or ``"<no CN>"``; for messages, never for decisions."""
+    values = name.get_attributes_for_oid(NameOID.COMMON_NAME)
+    return str(values[0].value) if values else "<no CN>"
+
+
 def subject_common_name(certificate: x509.Certificate) -> str:
     """The subject CN, or ``"<no CN>"``; for messages, never for decisions."""
-    names = certificate.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
-    return str(names[0].value) if names else "<no CN>"
+    return common_name(certificate.subject)
 
 
 def certificate_role(certificate: x509.Certificate) -> Role:
