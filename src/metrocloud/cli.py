@@ -16,7 +16,9 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from metrocloud.cloud.cluster import Cluster
+from metrocloud.core.errors import MetrocloudError
 from metrocloud.logbook import commands as logbook_commands
+from metrocloud.logbook.commands import embedded_setup, run_audit
 from metrocloud.pki import commands as pki_commands
 from metrocloud.tariffs import PROGRAMS
 from metrocloud.testbed.pipeline import MeterOutcome, Pipeline, PipelineConfig
@@ -38,7 +40,9 @@ def up(
     cluster.start()
     console.print(f"metrocloud is up: broker {cluster.server.url}, data in {data.resolve()}")
     for name, proc in cluster.processes.items():
-        console.print(f"  {name:<14} pid {proc.pid}")
+        answers = f"  {cluster.url(name)}" if name in cluster.ports else ""
+        console.print(f"  {name:<14} pid {proc.pid}{answers}")
+    console.print(f"audit the logbook: metrocloud logbook audit --data {data}")
     stop = {"now": False}
 
     def request_stop(*_: object) -> None:
@@ -117,6 +121,14 @@ def demo(
         cluster.start()
     try:
         outcomes, pipeline = asyncio.run(run_demo(cluster, config))
+        logbook_ok = False
+        try:
+            verdict = run_audit(embedded_setup(root))
+        except MetrocloudError as exc:  # Rejected included
+            logbook_verdict = f"[red]logbook not verified:[/] {exc}"
+        else:
+            logbook_ok = True
+            logbook_verdict = f"[green]logbook verified over its API:[/] {verdict}"
     finally:
         cluster.stop()
         if data is None:
@@ -129,9 +141,11 @@ def demo(
         f"{pipeline.messages_sent} messages, {pipeline.bytes_sent / 1e6:,.1f} MB sent "
         f"({per_meter_day / 1e3:,.0f} kB per meter-day, c and c' included)"
     )
+    console.print(logbook_verdict)
     bad = [o for o in outcomes if not o.ok]
-    if bad:
-        console.print(f"[red]{len(bad)} bill(s) wrong or unverified")
+    if bad or not logbook_ok:
+        if bad:
+            console.print(f"[red]{len(bad)} bill(s) wrong or unverified")
         raise typer.Exit(1)
     console.print(
         "[green]every bill verified:[/] dec(r) = dec(r'), every reading index in exactly once, "

@@ -18,6 +18,7 @@ from metrocloud.core.messages import (
     DisplayRequest,
     Envelope,
     KeyRegistration,
+    LogRead,
     Message,
     PeriodClose,
     RevocationRequest,
@@ -97,6 +98,7 @@ SAMPLES: list[Message] = [
     DisplayRequest(customer="c-0001", meter="m-0001", period_id="210529-213505", sent_at=NOW),
     CertificateRequest(csr=b"\x30\x82csr", role="gateway", validity_days=365, sent_at=NOW),
     RevocationRequest(serial="5e1a1", reason="keyCompromise", sent_at=NOW),
+    LogRead(target="GET /entries?audience=consumer&start=0", sent_at=NOW),
 ]
 
 

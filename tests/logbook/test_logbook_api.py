@@ -1,18 +1,27 @@
-"""The logbook's read API: what it serves checks out with the RFC 9162 verifier alone."""
+"""The logbook's read API: what it serves checks out with the RFC 9162 verifier alone.
+
+Entry reads here are signed by an authority (who sees every view); who sees what is in
+``test_logbook_auditor.py``.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from datetime import datetime, timezone
 from pathlib import Path
+from urllib.parse import parse_qsl, urlsplit
 
+import httpx
 import pytest
 from fastapi.testclient import TestClient
+from logbook_samples import CERTIFICATE
 
 from metrocloud.core.events import EventKind, LogEvent
 from metrocloud.logbook.api import create_app
 from metrocloud.logbook.merkle import leaf_hash, verify_consistency, verify_inclusion
+from metrocloud.logbook.readers import HEADER, ReaderPolicy, request_target, sign_read
 from metrocloud.logbook.transparency import MerkleLogbook
+from metrocloud.pki import Identity, IdentityStore, Role
 
 
 def event(n: int) -> LogEvent:
@@ -21,20 +30,39 @@ def event(n: int) -> LogEvent:
         actor="pki" if n % 3 == 1 else "communication",
         kind=kinds[n % 3],
         subject=f"s-{n}",
-        detail={"n": n},
+        detail={"n": n, **(CERTIFICATE if n % 3 == 1 else {})},
         time=datetime(2026, 11, 21, tzinfo=timezone.utc),
         event_id=f"e-{n}",
     )
 
 
+class SignedClient(TestClient):
+    """Signs every GET as ``reader`` would, so the tests read like plain requests."""
+
+    reader: Identity
+
+    def get(self, url: httpx.URL | str, **kwargs: object) -> httpx.Response:  # type: ignore[override]
+        parts = urlsplit(str(url))
+        target = request_target("GET", parts.path, dict(parse_qsl(parts.query)))
+        return super().get(url, headers={HEADER: sign_read(self.reader, target)})
+
+
+@pytest.fixture(scope="module")
+def ids(tmp_path_factory: pytest.TempPathFactory) -> IdentityStore:
+    return IdentityStore.open_local(tmp_path_factory.mktemp("pki"))
+
+
 @pytest.fixture
-def api(tmp_path: Path) -> Iterator[TestClient]:
+def api(tmp_path: Path, ids: IdentityStore) -> Iterator[TestClient]:
     path = tmp_path / "logbook.sqlite"
     with MerkleLogbook(path) as book:
         book.append_many(event(n) for n in range(50))
     head = tmp_path / "checkpoint"
     head.write_text("metrocloud.local/logbook\n50\nAAAA\n\n— signature line\n")
-    with TestClient(create_app(lambda: MerkleLogbook(path), head.read_text)) as client:
+    readers = ReaderPolicy(ids.trust, lambda customer: ())
+    app = create_app(lambda: MerkleLogbook(path), head.read_text, readers=readers)
+    with SignedClient(app) as client:
+        client.reader = ids.identity("auditor", Role.AUTHORITY)
         yield client
 
 
@@ -89,10 +117,11 @@ def test_the_latest_head_is_served_as_text(api: TestClient) -> None:
     )
 
 
-def test_no_head_yet(tmp_path: Path) -> None:
+def test_no_head_yet(tmp_path: Path, ids: IdentityStore) -> None:
     def missing() -> str:
         raise FileNotFoundError("no checkpoint")
 
     path = tmp_path / "empty.sqlite"
-    with TestClient(create_app(lambda: MerkleLogbook(path), missing)) as client:
+    readers = ReaderPolicy(ids.trust, lambda customer: ())
+    with TestClient(create_app(lambda: MerkleLogbook(path), missing, readers=readers)) as client:
         assert client.get("/checkpoint").json()["reason"] == "no-checkpoint"

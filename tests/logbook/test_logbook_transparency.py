@@ -9,8 +9,10 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
+from logbook_samples import CERTIFICATE
 
 from metrocloud.core.events import EventKind, LogEvent
+from metrocloud.logbook.chain import LogbookError
 from metrocloud.logbook.merkle import (
     EMPTY_ROOT,
     leaf_hash,
@@ -30,11 +32,13 @@ KINDS = [
 
 
 def event(n: int, kind: EventKind | None = None) -> LogEvent:
+    kind = kind or KINDS[n % len(KINDS)]
+    typed = CERTIFICATE if kind is EventKind.CERTIFICATE_ISSUED else {}
     return LogEvent(
         actor="communication" if n % 2 else "pki",
-        kind=kind or KINDS[n % len(KINDS)],
+        kind=kind,
         subject=f"m-{n % 7:04d}",
-        detail={"n": n, "note": "ä"},
+        detail={"n": n, "note": "ä", **typed},
         time=datetime(2026, 11, 21, 12, 0, n % 60, tzinfo=timezone.utc),
         event_id=f"event-{n}",
     )
@@ -88,6 +92,55 @@ def test_filters_and_views(book: MerkleLogbook) -> None:
     assert set(AUDIENCES) == {"authority", "gateway-administrator", "consumer"}
     with pytest.raises(ValueError):
         book.entries(audience="operator")
+
+
+def test_exact_subjects_narrow_every_filter(book: MerkleLogbook) -> None:
+    """A customer's view: exact subjects only (no prefix match), with the other filters."""
+    mine = {"m-0002", "m-0005"}
+    every = [e.seq for e in book.entries() if e.event.subject in mine]
+    assert [e.seq for e in book.entries(subjects=mine)] == every
+    assert book.positions(subjects=mine) == every
+    assert [e.seq for e in book.entries(subjects=["m-000"])] == []
+    assert book.entries(subjects=[]) == [] and book.positions(subjects=set()) == []
+    consumer = book.entries(subjects=mine, audience="consumer", start=20, limit=4)
+    assert [e.seq for e in consumer] == [
+        e.seq for e in book.entries(audience="consumer", start=20) if e.event.subject in mine
+    ][:4]
+    arrivals = book.entries(subjects=mine, kind=EventKind.ARRIVAL)
+    assert arrivals and all(e.event.kind is EventKind.ARRIVAL for e in arrivals)
+    assert book.entries(subjects=mine, subject_prefix="m-0005") == book.entries(subjects=["m-0005"])
+    with pytest.raises(TypeError):
+        book.entries(subjects="m-0002")
+
+
+def test_many_subjects_are_read_in_chunks(book: MerkleLogbook) -> None:
+    """More subjects than one IN holds: the same answer, in order, limit over all chunks."""
+    many = [f"x-{n}" for n in range(1300)] + ["m-0001", "m-0006"]
+    every = [e.seq for e in book.entries() if e.event.subject in {"m-0001", "m-0006"}]
+    assert [e.seq for e in book.entries(subjects=many)] == every
+    assert book.positions(subjects=many, start=10, limit=7) == [s for s in every if s >= 10][:7]
+
+
+def test_a_stored_event_that_fails_its_schema_is_reported(tmp_path: Path) -> None:
+    """A leaf in the tree (hashes intact) whose typed detail is incomplete, as a producer
+    without the check would have written it: reads say which entry, verify() names it."""
+    bad = (
+        b'{"actor":"pki","detail":{"serial":"1f"},"event_id":"bad","kind":"certificate-issued",'
+        b'"subject":"gw-1","time":"2026-11-21T12:00:00+00:00"}'
+    )
+    with MerkleLogbook(tmp_path / "bad.sqlite") as b:
+        b.append_many(EVENTS[:3])
+        b._append([bad], [(3, "bad", "pki", "certificate-issued", "gw-1")])
+        b.append(EVENTS[4])
+        with pytest.raises(LogbookError, match="stored entry 3 is unreadable"):
+            b.get(3)
+        with pytest.raises(LogbookError, match="entry 3"):
+            b.entries(subjects=["gw-1"])
+        assert b.positions(subjects=["gw-1"]) == [3]
+        assert [e.seq for e in b.entries(start=4)] == [4]
+        verdict = b.verify()
+        assert not verdict.ok and verdict.first_bad_seq == 3
+        assert "certificate-issued" in verdict.reason and "role" in verdict.reason
 
 
 def _tamper(book: MerkleLogbook, sql: str, *args: object) -> None:

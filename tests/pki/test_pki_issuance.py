@@ -165,7 +165,7 @@ def test_csr_with_a_forbidden_extension(pki: Pki, requested: x509.ExtensionType)
     refused_request(pki, "forbidden-extension", lambda: pki.issue_from_csr(request, Role.GATEWAY))
 
 
-@pytest.mark.parametrize("role", [r for r in Role if r is not Role.SERVICE])
+@pytest.mark.parametrize("role", [r for r in Role if r not in (Role.SERVICE, Role.AUTHORITY)])
 def test_csr_with_names_for_a_role_without_tls(pki: Pki, role: Role) -> None:
     names = x509.SubjectAlternativeName([x509.DNSName("gw.example")])
     key = ec_key(PROFILES[role].default_curve.ec_curve)

@@ -1,37 +1,80 @@
-"""The running cloud's logbook signs a tree head after every batch; two authority witnesses
-cosign the heads as they grow, and a client with quorum 2 then proves entries against them.
-
-The witnesses run in the test process here (wiring them as cloud processes is still to do);
-they see only what any outsider sees: the published heads and the log file's proofs.
-"""
+"""The running cloud's logbook: two authority witness processes cosign its heads over HTTPS,
+an auditor checks the log through its API (``metrocloud logbook audit``), and attacks on the
+stored log — a changed entry, a rollback, a forked head — are caught with the entry or the
+size at fault named."""
 
 from __future__ import annotations
 
 import asyncio
-import json
+import re
+import shutil
+import sqlite3
+import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from cryptography import x509
+from typer.testing import CliRunner
 
+from metrocloud.cli import app
 from metrocloud.cloud.cluster import Cluster
-from metrocloud.cloud.logbook import LOG_ORIGIN
 from metrocloud.core.errors import Rejected
 from metrocloud.core.events import EventKind
-from metrocloud.logbook.checkpoint import Checkpoint, append_lines, open_checkpoint, sign_checkpoint
-from metrocloud.logbook.merkle import verify_inclusion
+from metrocloud.logbook.checkpoint import LOG_ORIGIN, Checkpoint, sign_checkpoint
+from metrocloud.logbook.client import LogAuditor, LogbookClient
 from metrocloud.logbook.transparency import MerkleLogbook
-from metrocloud.logbook.witness import Witness, verify_cosigned
+from metrocloud.logbook.witness import verify_cosigned
+from metrocloud.logbook.witness_client import WitnessClient
 from metrocloud.pki import Role
 from metrocloud.testbed.pipeline import Pipeline, PipelineConfig
 
-
-def notes(data: Path) -> list[str]:
-    lines = (data / "checkpoints.jsonl").read_text(encoding="utf-8").splitlines()
-    return [str(json.loads(line)["note"]) for line in lines]
+WITNESSES = ("witness-1", "witness-2")
 
 
-def test_heads_are_signed_cosigned_and_prove_entries(cluster: Cluster, tmp_path: Path) -> None:
+def audit(data: Path, *args: str) -> tuple[int, str]:
+    result = CliRunner().invoke(
+        app, ["logbook", "audit", "--data", str(data), *args],
+        env={"COLUMNS": "400", "NO_COLOR": "1"},
+    )  # fmt: skip
+    return result.exit_code, " ".join(result.output.split())
+
+
+def certificate(cluster: Cluster, name: str) -> x509.Certificate:
+    return x509.load_pem_x509_certificate((cluster.data.identities / f"{name}.pem").read_bytes())
+
+
+def cosigned_head(cluster: Cluster, timeout_s: float = 30.0) -> Checkpoint:
+    """The published head once both witnesses cosigned it and it covers the whole log."""
+    data = cluster.data
+    witnesses = {name: certificate(cluster, name) for name in WITNESSES}
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            note = (data.root / "checkpoint").read_text(encoding="utf-8")
+            head = verify_cosigned(
+                note, certificate(cluster, "logbook"), witnesses, 2, data.trust_store(),
+                log_name=LOG_ORIGIN,
+            )  # fmt: skip
+            with MerkleLogbook(data.logbook) as book:
+                if head.size == book.size:
+                    return head
+        except (FileNotFoundError, Rejected):
+            pass
+        if time.monotonic() > deadline:
+            raise AssertionError(
+                f"no head cosigned by both witnesses: {cluster.log_tail('logbook')}"
+            )
+        time.sleep(0.2)
+
+
+def witness(cluster: Cluster, name: str) -> WitnessClient:
+    return WitnessClient.connect(name, cluster.url(name), tls_trust=cluster.data.pki / "root.pem")
+
+
+@pytest.fixture
+def billed(cluster: Cluster) -> Iterator[Cluster]:
+    """A cloud that billed one meter for two days."""
     pipeline = Pipeline(cluster, PipelineConfig(meters=1, days=2))
     pipeline.provision()
 
@@ -41,44 +84,152 @@ def test_heads_are_signed_cosigned_and_prove_entries(cluster: Cluster, tmp_path:
         assert all(o.ok for o in await pipeline.collect(timeout_s=90))
 
     asyncio.run(bill())
-    data = cluster.data
-    trust = data.trust_store()
-    log_cert = x509.load_pem_x509_certificate((data.identities / "logbook.pem").read_bytes())
-    pki = data.open_pki()
-    ids = data.identities_store(pki)
-    authorities = [ids.identity(f"witness-{n}", Role.AUTHORITY) for n in (1, 2)]
-    pki.close()
-    witnesses = [
-        Witness(a, tmp_path / f"{a.common_name}.sqlite", log_cert, trust, log_name=LOG_ORIGIN)
-        for a in authorities
-    ]
+    yield cluster
 
-    heads = notes(data.root)
-    assert len(heads) >= 2
-    with MerkleLogbook(data.logbook) as book:
-        cosigned = ""
-        for note in heads:
-            head = open_checkpoint(note, log_cert, trust, log_name=LOG_ORIGIN)
-            assert head.root == book.root(head.size)  # each signed head is the log's root
-            lines = []
-            for witness in witnesses:
-                seen = witness.head()
-                proof = book.consistency_proof(seen.size, head.size) if seen and seen.size else []
-                lines.append(witness.cosign(note, proof, old_size=seen.size if seen else 0))
-            cosigned = append_lines(note, lines)
-        certificates = {a.common_name: a.certificate for a in authorities}
-        final = verify_cosigned(cosigned, log_cert, certificates, 2, trust, log_name=LOG_ORIGIN)
+
+def test_witness_nodes_cosign_and_an_auditor_proves_entries(billed: Cluster) -> None:
+    head = cosigned_head(billed)
+    code, out = audit(billed.data.root)
+    assert code == 0, out
+    verified = re.search(r"verified: (\d+) entries", out)
+    assert verified and int(verified.group(1)) >= head.size, out  # the log may have grown
+    assert "cosigned by 2 of 2 witnesses" in out
+
+    with MerkleLogbook(billed.data.logbook) as book:
         issued = book.entries(kind=EventKind.CERTIFICATE_ISSUED, limit=1)[0]
-        proof = book.inclusion_proof(issued.seq, final.size)
-        assert verify_inclusion(issued.entry_hash, issued.seq, final.size, proof, final.root)
+        stored = book.entries(kind=EventKind.STORAGE, limit=1)[0]
+    for entry in (issued, stored):
+        code, out = audit(billed.data.root, "--entry", str(entry.seq))
+        assert code == 0, out
+        assert f"verified: entry {entry.seq}: {entry.event.kind.value}" in out
 
-        # A second head of the same size with another root, signed with the real key (an
-        # operator showing two clients two histories): both witnesses refuse it.
-        logbook_key = data.identities_store().identity("logbook", Role.SERVICE).key
-        forked = sign_checkpoint(
-            Checkpoint(LOG_ORIGIN, final.size, bytes(32)), LOG_ORIGIN, logbook_key
+    # A customer reads the log too, and sees only entries about itself and its meter.
+    customer = billed.data.identities_store().identity("c-0001", Role.RECEIVER)
+    with LogbookClient.connect(
+        billed.url("logbook"), tls_trust=billed.data.pki / "root.pem", signer=customer
+    ) as client:
+        own = client.entries(limit=1000)
+        assert own and {e.event.subject for e in own} <= {"c-0001", "m-0001"}
+        assert {e.event.kind for e in own} >= {EventKind.ARRIVAL, EventKind.STORAGE}
+        with pytest.raises(Rejected) as refused:
+            client.entries(audience="authority")
+        assert refused.value.reason == "not-authorized"
+
+    # The operator, holding the log's key, signs another root for the same size to show
+    # one client a different history: no witness cosigns it, each keeps it as evidence.
+    key = billed.data.identities_store().identity("logbook", Role.SERVICE).key
+    for name in WITNESSES:
+        client = witness(billed, name)
+        held_note = client.cosigned_note()  # the log may have grown since: fork what it holds
+        assert held_note is not None
+        held = Checkpoint.parse(held_note)[0]
+        forked = sign_checkpoint(Checkpoint(LOG_ORIGIN, held.size, bytes(32)), LOG_ORIGIN, key)
+        with pytest.raises(Rejected) as refused:
+            client.add_checkpoint(held.size, [], forked)
+        assert refused.value.reason == "fork"
+        assert [e["reason"] for e in client.evidence()] == ["fork"]
+        client.close()
+    # ...and a client with quorum 2 refuses the forked head outright.
+    with pytest.raises(Rejected) as refused:
+        verify_cosigned(
+            forked, certificate(billed, "logbook"),
+            {n: certificate(billed, n) for n in WITNESSES}, 2, billed.data.trust_store(),
+            log_name=LOG_ORIGIN,
+        )  # fmt: skip
+    assert refused.value.reason == "missing-cosignature"
+
+
+def test_a_changed_entry_and_a_rollback_are_named(cluster: Cluster, tmp_path: Path) -> None:
+    data = cluster.data
+    first = cosigned_head(cluster)
+    assert audit(data.root)[0] == 0  # the auditor accepts and remembers this head
+
+    # A changed entry: the operator rewrites entry 3 in the running log's file.
+    with sqlite3.connect(data.logbook) as db:
+        (original,) = db.execute("SELECT entry FROM leaves WHERE idx = 3").fetchone()
+        changed = original.replace(b'"actor":"', b'"actor":"not-')
+        assert changed != original
+        db.execute("UPDATE leaves SET entry = ? WHERE idx = 3", (changed,))
+    code, out = audit(data.root)
+    assert code == 1 and "not-included: entry 3 as served is not in the head" in out, out
+    code, out = audit(data.root, "--entry", "3")
+    assert code == 1 and "entry 3" in out, out
+    with sqlite3.connect(data.logbook) as db:
+        db.execute("UPDATE leaves SET entry = ? WHERE idx = 3", (original,))
+    assert audit(data.root)[0] == 0
+
+    # A rollback: the operator keeps a copy, lets the log grow, then restores the copy.
+    snapshot = tmp_path / "logbook-copy.sqlite"
+    with sqlite3.connect(data.logbook) as db, sqlite3.connect(snapshot) as copy:
+        db.backup(copy)
+    cluster.restart("storage")  # a restart is logged: the log grows
+    grown = cosigned_head(cluster)
+    assert grown.size > first.size
+    assert audit(data.root)[0] == 0  # the auditor now holds the grown head
+    cluster.kill("logbook")
+    for suffix in ("", "-wal", "-shm"):
+        Path(f"{data.logbook}{suffix}").unlink(missing_ok=True)
+    shutil.copy(snapshot, data.logbook)
+    cluster.restart("logbook")
+
+    # The witnesses refuse to cosign the smaller head, so the auditor refuses it...
+    time.sleep(2)
+    code, out = audit(data.root)
+    assert code == 1 and "missing-cosignature" in out, out
+    for name in WITNESSES:  # they still hold the grown head
+        client = witness(cluster, name)
+        held = client.cosigned_note()
+        assert held is not None and Checkpoint.parse(held)[0] == grown
+        client.close()
+    # ...and one that trusts the log's signature alone still sees the rollback, by size.
+    auditor = LogAuditor(
+        certificate(cluster, "logbook"), data.trust_store(), log_name=LOG_ORIGIN,
+        state=data.root / "authority" / "auditor" / "accepted-head.json",
+    )  # fmt: skip
+    reader = data.identities_store().identity("auditor", Role.AUTHORITY)
+    with (
+        LogbookClient.connect(
+            cluster.url("logbook"), tls_trust=data.pki / "root.pem", signer=reader
+        ) as client,
+        pytest.raises(Rejected) as refused,
+    ):
+        auditor.head(client)
+    assert refused.value.reason == "rollback"
+    assert f"but size {grown.size} was accepted before" in refused.value.detail
+
+
+def test_a_malformed_event_is_logged_as_a_rejection_and_the_log_goes_on(
+    cluster: Cluster,
+) -> None:
+    """Junk on a logbook subject (here from the admin role, the only one that may publish
+    as another service) becomes a rejection entry with its digest; later events still land."""
+    from metrocloud.bus.connect import connect
+
+    async def publish() -> None:
+        nc = await connect(
+            cluster.server.url, cluster.data.credentials("admin"), name="junk", role="admin"
         )
-        for witness in witnesses:
-            with pytest.raises(Rejected) as refused:
-                witness.cosign(forked, [], old_size=final.size)
-            assert refused.value.reason == "fork"
+        js = nc.jetstream()
+        await js.publish("legal.log.storage", b'{"not": "an event"}')
+        await nc.close()
+
+    asyncio.run(publish())
+    cluster.restart("display")  # a valid event after the junk
+    deadline = time.monotonic() + 30
+    while True:
+        with MerkleLogbook(cluster.data.logbook) as book:
+            rejected = [
+                e for e in book.entries(kind=EventKind.REJECTION)
+                if e.event.detail.get("reason") == "malformed-event"
+            ]  # fmt: skip
+            later = [
+                e for e in book.entries(kind=EventKind.SERVICE, subject_prefix="display")
+                if rejected and e.seq > rejected[0].seq
+            ]  # fmt: skip
+        if rejected and later:
+            break
+        assert time.monotonic() < deadline, cluster.log_tail("logbook")
+        time.sleep(0.2)
+    assert rejected[0].event.subject == "legal.log.storage"
+    assert len(rejected[0].event.detail["sha256"]) == 64
+    assert cosigned_head(cluster).size >= later[0].seq + 1

@@ -24,12 +24,14 @@ from metrocloud.bus.connect import connect
 from metrocloud.bus.server import EmbeddedNatsServer, issue_server_tls
 from metrocloud.bus.streams import ensure_streams
 from metrocloud.bus.subjects import SERVICE_ROLES
-from metrocloud.cloud.pki import PKI_HOSTS
+from metrocloud.cloud.https import LOCAL_HOSTS
 from metrocloud.cloud.runtime import CRL_REFRESH_S, DataDir
 from metrocloud.core.errors import ConfigurationError, MetrocloudError
 from metrocloud.pki import Pki, Role, SubCa
 
 MAX_PAYLOAD = 32 * 1024 * 1024
+HTTPS_SERVICES = frozenset({"pki", "logbook"})
+"""The services that answer HTTPS on loopback (and so carry host names in their certificate)."""
 # Only legal does heavy FHE work; the others get one OpenMP thread each.
 THREADS = {"legal": "2"}
 
@@ -71,15 +73,17 @@ class Cluster:
         services: tuple[str, ...] = SERVICE_ROLES,
         options: Mapping[str, Mapping[str, str]] | None = None,
         crl_refresh_s: float = CRL_REFRESH_S,
+        witnesses: int = 2,
     ) -> None:
         self.data = DataDir(root)
         self.services = services
+        self.witnesses = tuple(f"witness-{n}" for n in range(1, witnesses + 1))
         self.options = {k: dict(v) for k, v in (options or {}).items()}
         # Its TLS setup (certificates from the PKI) is given in start(), before it runs.
         self.server = EmbeddedNatsServer(root, max_payload=MAX_PAYLOAD)
         self.processes: dict[str, subprocess.Popen[bytes]] = {}
         self.crl_refresh_s = crl_refresh_s
-        self.pki_port: int | None = None
+        self.ports: dict[str, int] = {}
 
     # -- lifecycle ------------------------------------------------------------------
     def start(self, timeout_s: float = 60.0) -> None:
@@ -90,7 +94,10 @@ class Cluster:
             require_p256_bus_cas(pki)
             ids = self.data.identities_store(pki)
             for name in self.services:
-                ids.identity(name, Role.SERVICE, hosts=PKI_HOSTS if name == "pki" else ())
+                https = name in HTTPS_SERVICES
+                ids.identity(name, Role.SERVICE, hosts=LOCAL_HOSTS if https else ())
+            for name in self.witnesses:  # the authority's nodes
+                ids.identity(name, Role.AUTHORITY, hosts=LOCAL_HOSTS)
             # The bus: the server's identity and one client identity per role (mTLS only).
             self.server.tls = issue_server_tls(ids)
         finally:
@@ -101,23 +108,33 @@ class Cluster:
             "nats_url": self.server.url,
             "crl_refresh_s": self.crl_refresh_s,
         }
+        for name in (*(n for n in self.services if n in HTTPS_SERVICES), *self.witnesses):
+            self.ports.setdefault(name, free_port())
+            self.options.setdefault(name, {})["port"] = str(self.ports[name])
+        for name in self.witnesses:
+            self.options[name]["name"] = name
         if "pki" in self.services:
-            if self.pki_port is None:
-                self.pki_port = free_port()
-            self.options.setdefault("pki", {})["port"] = str(self.pki_port)
             described["pki_url"] = self.pki_url
+        if "logbook" in self.services:
+            described["logbook_url"] = self.url("logbook")
+        described["witnesses"] = {name: self.url(name) for name in self.witnesses}
         self.data.cluster_file.write_text(json.dumps(described))
-        # The PKI first: the others fetch its CRLs as they start.
+        # The PKI first: the others fetch its CRLs as they start. Then the authority's
+        # witnesses, so the logbook finds them for its first head.
         first = tuple(n for n in self.services if n == "pki")
-        for group in (first, tuple(n for n in self.services if n not in first)):
+        rest = tuple(n for n in self.services if n not in first)
+        for group in (first, self.witnesses, rest):
             for name in group:
                 self.spawn(name)
             self.wait_ready(group, timeout_s)
 
+    def url(self, name: str) -> str:
+        """Where HTTPS service ``name`` answers (its certificate chains to ``pki/root.pem``)."""
+        return f"https://127.0.0.1:{self.ports[name]}"
+
     @property
     def pki_url(self) -> str:
-        """Where the PKI service answers (https, its certificate chains to ``pki/root.pem``)."""
-        return f"https://127.0.0.1:{self.pki_port}"
+        return self.url("pki")
 
     async def _prepare_bus(self) -> None:
         nc = await connect(

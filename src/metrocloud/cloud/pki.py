@@ -15,14 +15,12 @@ import asyncio
 import contextlib
 import logging
 
-import uvicorn
-
+from metrocloud.cloud.https import HttpsServer
 from metrocloud.cloud.runtime import DataDir, Service
 from metrocloud.core.events import LogEvent
 from metrocloud.logbook import HashChainLogbook
 from metrocloud.pki.service import create_app
 
-PKI_HOSTS = ("127.0.0.1", "localhost")
 OWN_LOG_POLL_S = 1.0
 _log = logging.getLogger(__name__)
 
@@ -33,7 +31,7 @@ class PkiService(Service):
 
     def __init__(self, data: DataDir, options: dict[str, str] | None = None) -> None:
         super().__init__(data, options)
-        self._server: uvicorn.Server | None = None
+        self._server: HttpsServer | None = None
 
     @property
     def ready(self) -> bool:
@@ -54,26 +52,11 @@ class PkiService(Service):
 
         pki = self.data.open_pki(audit=audit)
         tail = asyncio.ensure_future(self._forward_own_log(own))
-        config = uvicorn.Config(
-            create_app(pki, after_change=forward),
-            host="127.0.0.1",
-            port=int(self.options["port"]),
-            ssl_certfile=str(self.data.identities / f"{self.name}.pem"),
-            ssl_keyfile=str(self.data.identities / f"{self.name}.key"),
-            ssl_keyfile_password=self.data.passphrase().decode(),
-            log_level="warning",
-            lifespan="off",
-        )
-        self._server = uvicorn.Server(config)
-        server = asyncio.ensure_future(self._server.serve())
+        app = create_app(pki, after_change=forward)
+        self._server = HttpsServer(app, self.data, self.name, int(self.options["port"]))
         try:
-            stop = asyncio.ensure_future(self._stop.wait())
-            await asyncio.wait({server, stop}, return_when=asyncio.FIRST_COMPLETED)
-            stop.cancel()
+            await self._server.serve_until(self._stop)
         finally:
-            self._server.should_exit = True
-            with contextlib.suppress(asyncio.CancelledError):
-                await server
             tail.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await tail

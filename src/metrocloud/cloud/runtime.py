@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import logging
 import os
@@ -157,24 +158,32 @@ class Service(ABC):
     role: str = ""
     checks_certificates: bool = False
     """Whether it verifies certificates, and so keeps its CRLs fresh from the PKI service."""
+    uses_bus: bool = True
+    """Whether it connects to the broker (an authority's witness, say, does not)."""
+    identity_role: Role = Role.SERVICE
 
     def __init__(self, data: DataDir, options: dict[str, str] | None = None) -> None:
         self.data = data
         self.options = options or {}
-        self.store = data.open_store()
         self.trust: TrustStore = data.trust_store()
-        self.identity: Identity = data.identities_store().identity(self.name, Role.SERVICE)
+        self.identity: Identity = data.identities_store().identity(self.name, self.identity_role)
         self.nc: Client | None = None
         self.js: JetStreamContext | None = None
         self._stop = asyncio.Event()
         self._refresher: asyncio.Future[None] | None = None
 
+    @functools.cached_property
+    def store(self) -> Store:
+        """The cloud's store, opened at first use."""
+        return self.data.open_store()
+
     async def start(self) -> None:
-        url = str(self.data.cluster()["nats_url"])
-        self.nc = await connect(
-            url, self.data.credentials(self.role), name=self.name, role=self.role
-        )
-        self.js = self.nc.jetstream(timeout=30.0)
+        if self.uses_bus:
+            url = str(self.data.cluster()["nats_url"])
+            self.nc = await connect(
+                url, self.data.credentials(self.role), name=self.name, role=self.role
+            )
+            self.js = self.nc.jetstream(timeout=30.0)
         pki_url = self.data.cluster().get("pki_url")
         if pki_url and self.checks_certificates:
             self._refresher = asyncio.ensure_future(self.refresh_crls(str(pki_url)))
@@ -219,7 +228,8 @@ class Service(ABC):
                 await self._refresher
         if self.nc is not None:
             await self.nc.close()
-        self.store.close()
+        if "store" in self.__dict__:
+            self.store.close()
 
     async def log(
         self,
@@ -243,7 +253,14 @@ class Service(ABC):
         await self.log_event(event)
 
     async def log_event(self, event: LogEvent) -> None:
-        """Durably hand an event made elsewhere (by the PKI, say) to the logbook."""
+        """Durably hand an event made elsewhere (by the PKI, say) to the logbook.
+
+        A service without the bus has no way into the cloud's logbook: it keeps its own
+        records and writes the event to its process log.
+        """
+        if not self.uses_bus:
+            _log.info("%s: %s %s %s", self.name, event.kind.value, event.subject, event.detail)
+            return
         assert self.js is not None
         await self.js.publish(
             f"legal.log.{self.name}", event.to_json(), headers={"Nats-Msg-Id": event.event_id}

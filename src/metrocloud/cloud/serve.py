@@ -6,9 +6,11 @@ import argparse
 import asyncio
 import logging
 import os
+import re
 import signal
 from pathlib import Path
 
+from metrocloud.authority.witness import WitnessService
 from metrocloud.cloud.communication import Communication
 from metrocloud.cloud.display import Display
 from metrocloud.cloud.legal import Legal
@@ -20,10 +22,25 @@ from metrocloud.cloud.storage import Storage
 SERVICES: dict[str, type[Service]] = {
     s.name: s for s in (PkiService, Communication, Legal, Storage, Logbook, Display)
 }
+WITNESS = re.compile(r"witness-[1-9][0-9]*")
+"""Process names of the authority's witnesses (``witness-1``, ``witness-2``, ...)."""
+
+
+def service_class(name: str) -> type[Service]:
+    if WITNESS.fullmatch(name):
+        return WitnessService
+    return SERVICES[name]
+
+
+def process_name(name: str) -> str:
+    """``name`` if it names a service or a witness; ``ArgumentTypeError`` otherwise."""
+    if name in SERVICES or WITNESS.fullmatch(name):
+        return name
+    raise argparse.ArgumentTypeError(f"{name!r}: one of {sorted(SERVICES)} or witness-N")
 
 
 async def run_service(name: str, data: DataDir, options: dict[str, str]) -> None:
-    service = SERVICES[name](data, options)
+    service = service_class(name)(data, options)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, lambda: asyncio.ensure_future(service.stop()))
@@ -44,7 +61,7 @@ async def run_service(name: str, data: DataDir, options: dict[str, str]) -> None
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("name", choices=sorted(SERVICES))
+    parser.add_argument("name", type=process_name)
     parser.add_argument("--data", type=Path, required=True)
     parser.add_argument("--option", action="append", default=[], help="KEY=VALUE")
     args = parser.parse_args(argv)

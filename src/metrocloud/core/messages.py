@@ -211,6 +211,15 @@ class RevocationRequest(Message):
     sent_at: str
 
 
+@dataclass(frozen=True)
+class LogRead(Message):
+    """A reader asks the logbook's API for ``target`` (method, path and sorted query)."""
+
+    kind: ClassVar[str] = "log-read"
+    target: str
+    sent_at: str
+
+
 BODY_TYPES: dict[str, type[Message]] = {
     t.kind: t
     for t in (
@@ -222,6 +231,7 @@ BODY_TYPES: dict[str, type[Message]] = {
         DisplayRequest,
         CertificateRequest,
         RevocationRequest,
+        LogRead,
     )
 }
 

@@ -198,9 +198,12 @@ def _decode_event(row: _Row, *, strict: bool) -> LogEvent:
             raise _Undecodable("time is not in canonical form")
         if _canonical_detail(detail) != detail_s:
             raise _Undecodable("detail is not canonical JSON")
-    return LogEvent(
-        actor=actor, kind=kind, subject=subject, detail=detail, time=when, event_id=event_id
-    )
+    try:
+        return LogEvent(
+            actor=actor, kind=kind, subject=subject, detail=detail, time=when, event_id=event_id
+        )
+    except ValueError as exc:  # a typed event whose detail fails its check
+        raise _Undecodable(str(exc)) from None
 
 
 def _entry_from_row(row: _Row) -> LogEntry:

@@ -47,6 +47,9 @@ from metrocloud.pki.keys import PublicKey, SigningKey
 from metrocloud.pki.roles import Role
 from metrocloud.pki.validate import TrustStore, certificate_der, verify_signature
 
+LOG_ORIGIN = "metrocloud.local/logbook"
+"""The origin (and key name) of the cloud logbook's checkpoints."""
+
 NOTE_SIGNATURE_TYPE = b"\xffmetrocloud/note-ecdsa-sha256\n"
 """The signature type in a log signature's key id: ``0xff`` plus metrocloud's identifier."""
 

@@ -17,9 +17,8 @@ replaces, with ``head()`` the root hash (``SHA-256("")`` for the empty log).
 
 from __future__ import annotations
 
-import json
 import sqlite3
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +45,8 @@ AUDIENCES: dict[str, frozenset[EventKind] | None] = {
             EventKind.SERVICE,
             EventKind.CERTIFICATE_ISSUED,
             EventKind.CERTIFICATE_REVOKED,
+            EventKind.SOFTWARE_UPDATE,
+            EventKind.ANOMALY,
         }
     ),
     "consumer": frozenset(
@@ -57,11 +58,34 @@ AUDIENCES: dict[str, frozenset[EventKind] | None] = {
             EventKind.USER_ACTIVITY,
             EventKind.VERIFICATION_FAILURE,
             EventKind.VERIFICATION_SUCCESS,
+            EventKind.SOFTWARE_UPDATE,
         }
     ),
 }
 """The kinds each audience's view shows (None: all), filtered from the one tree, as a smart
-meter gateway keeps separate logs for consumer, administrator and authority."""
+meter gateway keeps separate logs for consumer, administrator and authority.
+
+Of the typed kinds (:data:`~metrocloud.core.events.REQUIRED_DETAIL`): ``software-update`` is
+shown to the gateway administrator, who runs the system, and to the consumer, who is to see
+that the software measuring and billing them changed; ``anomaly`` (the system's health) to
+the administrator only; ``functionality-check`` to the authority only, since its rounds run
+on test meters that must stay secret (the event itself carries no meter id either). The
+authority sees everything. A consumer's view is further narrowed to the consumer's own
+subjects with ``subjects=`` (:meth:`MerkleLogbook.entries`)."""
+
+SUBJECTS_PER_QUERY = 500
+"""How many exact subjects one SQL ``IN (...)`` holds; more are read in several queries."""
+
+
+def _subject_list(subjects: Collection[str]) -> list[str]:
+    """``subjects`` checked, without repeats, sorted (so chunks do not overlap)."""
+    if isinstance(subjects, (str, bytes)):
+        raise TypeError("subjects must be a collection of subjects, not one string")
+    wanted = set(subjects)
+    for subject in wanted:
+        if not isinstance(subject, str):
+            raise TypeError(f"a subject must be a string, not {subject!r}")
+    return sorted(wanted)
 
 
 def _event(raw: bytes, seq: int) -> LogEvent:
@@ -159,9 +183,96 @@ class MerkleLogbook(MerkleTree):
         start: int = 0,
         limit: int | None = None,
         audience: str | None = None,
+        subjects: Collection[str] | None = None,
     ) -> list[LogEntry]:
-        """Entries with ``seq >= start`` in order, filtered by kind, subject prefix and the
-        ``audience``'s view (:data:`AUDIENCES`); ``limit`` caps how many."""
+        """Entries with ``seq >= start`` in order, filtered by kind, subject prefix, the
+        ``audience``'s view (:data:`AUDIENCES`) and ``subjects`` (exact subjects, such as a
+        customer's name and meter ids: a customer's view); ``limit`` caps how many."""
+        rows = self._select(
+            "l.idx, l.entry, l.leaf_hash",
+            "events e JOIN leaves l ON l.idx = e.seq",
+            kind,
+            subject_prefix,
+            start,
+            limit,
+            audience,
+            subjects,
+        )
+        return [LogEntry(int(s), _event(bytes(e), int(s)), bytes(h), b"") for s, e, h in rows]
+
+    def positions(
+        self,
+        *,
+        kind: EventKind | None = None,
+        subject_prefix: str | None = None,
+        start: int = 0,
+        limit: int | None = None,
+        audience: str | None = None,
+        subjects: Collection[str] | None = None,
+    ) -> list[int]:
+        """The sequence numbers :meth:`entries` would return, from the index alone (so a
+        reader of raw leaves is served even where a stored entry no longer parses)."""
+        rows = self._select(
+            "e.seq", "events e", kind, subject_prefix, start, limit, audience, subjects
+        )
+        return [int(row[0]) for row in rows]
+
+    def _select(
+        self,
+        columns: str,
+        source: str,
+        kind: EventKind | None,
+        subject_prefix: str | None,
+        start: int,
+        limit: int | None,
+        audience: str | None,
+        subjects: Collection[str] | None,
+    ) -> list[tuple[Any, ...]]:
+        """``columns`` (the first one the seq) of the matching rows of ``source``, by seq.
+
+        With ``subjects``, one query per :data:`SUBJECTS_PER_QUERY` of them (each ``IN`` a
+        plain bound list, exact to the byte), in one read transaction; each query is
+        limited too, so the first ``limit`` rows of all of them are the answer.
+        """
+        where, params = self._filter(kind, subject_prefix, start, limit, audience)
+        tail = [-1 if limit is None else limit]
+        if subjects is None:
+            groups: list[list[str] | None] = [None]
+        else:
+            wanted = _subject_list(subjects)
+            step = SUBJECTS_PER_QUERY
+            groups = [wanted[i : i + step] for i in range(0, len(wanted), step)]
+        rows: list[tuple[Any, ...]] = []
+        with self._lock:
+            snapshot = len(groups) > 1 and not self._conn.in_transaction
+            if snapshot:  # the chunks see one state of the log
+                self._conn.execute("BEGIN")
+            try:
+                for group in groups:
+                    clause, values = where, params
+                    if group is not None:
+                        clause = f"{where} AND e.subject IN ({','.join('?' * len(group))})"
+                        values = [*params, *group]
+                    sql = f"SELECT {columns} FROM {source} WHERE {clause} ORDER BY e.seq LIMIT ?"
+                    rows += self._conn.execute(sql, [*values, *tail]).fetchall()
+            finally:
+                if snapshot:
+                    self._conn.execute("COMMIT")
+        if len(groups) > 1:
+            rows.sort(key=lambda row: int(row[0]))
+            if limit is not None:
+                del rows[limit:]
+        return rows
+
+    @staticmethod
+    def _filter(
+        kind: EventKind | None,
+        subject_prefix: str | None,
+        start: int,
+        limit: int | None,
+        audience: str | None,
+    ) -> tuple[str, list[Any]]:
+        """The WHERE clause (on ``events e``) and its parameters, without subjects."""
         if start < 0 or (limit is not None and limit < 0):
             raise ValueError("start and limit must be >= 0")
         where: list[str] = ["e.seq >= ?"]
@@ -180,14 +291,7 @@ class MerkleLogbook(MerkleTree):
             prefix = subject_prefix.encode("utf-8")
             where.append("substr(CAST(e.subject AS BLOB), 1, ?) = ?")
             params += [len(prefix), prefix]
-        params.append(-1 if limit is None else limit)
-        sql = (
-            "SELECT l.idx, l.entry, l.leaf_hash FROM events e JOIN leaves l ON l.idx = e.seq "
-            f"WHERE {' AND '.join(where)} ORDER BY e.seq LIMIT ?"
-        )
-        with self._lock:
-            rows = self._conn.execute(sql, params).fetchall()
-        return [LogEntry(int(s), _event(bytes(e), int(s)), bytes(h), b"") for s, e, h in rows]
+        return " AND ".join(where), params
 
     # -- verification -------------------------------------------------------------------
     def verify(self) -> ChainVerdict:
@@ -204,9 +308,14 @@ class MerkleLogbook(MerkleTree):
                 "FROM leaves l LEFT JOIN events e ON e.seq = l.idx ORDER BY l.idx"
             ).fetchall()
         for idx, raw, seq, event_id, kind, subject, actor in rows:
-            event = json.loads(bytes(raw))
+            try:
+                event = LogEvent.from_json(bytes(raw))
+            except (ValueError, KeyError, TypeError) as exc:
+                return ChainVerdict(
+                    False, self.size, head, int(idx), f"entry {idx} is not a valid event: {exc}"
+                )
             indexed = (seq, event_id, kind, subject, actor)
-            if indexed != (idx, event["event_id"], event["kind"], event["subject"], event["actor"]):
+            if indexed != (idx, event.event_id, event.kind.value, event.subject, event.actor):
                 return ChainVerdict(
                     False, self.size, head, int(idx), f"index of entry {idx} altered"
                 )

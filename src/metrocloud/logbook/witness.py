@@ -27,8 +27,9 @@ with the key id ``SHA-256(name || 0x0A || 0xff || "metrocloud/cosignature-ecdsa-
 log's line are never taken for each other.
 
 State lives in SQLite (mode 0600): ``heads`` holds the latest cosigned checkpoint per origin
-with its signed note; ``evidence`` keeps each well-signed checkpoint refused as rollback,
-fork or inconsistent, with its proof, as proof of the log's misbehaviour. The check and the
+with its signed note and the witness's line; ``evidence`` keeps each well-signed checkpoint
+refused as rollback, fork or inconsistent, with its proof, as proof of the log's
+misbehaviour. The check and the
 update run in one ``BEGIN IMMEDIATE`` transaction, so two requests (threads or processes)
 cannot roll the head back between them; the head is stored before the cosignature is
 returned.
@@ -211,18 +212,28 @@ class Witness:
                 if not 0 <= timestamp <= MAX_TIMESTAMP:
                     raise ValueError(f"clock time {timestamp} is out of range")
                 signature = self.identity.sign(cosigned_message(checkpoint, timestamp))
+                line = SignatureLine(
+                    self.name, self.key_id, _TIMESTAMP.pack(timestamp) + signature
+                ).line()
                 conn.execute(
                     "INSERT OR REPLACE INTO heads (origin, size, root, cosigned_at, note)"
                     " VALUES (?, ?, ?, ?, ?)",
-                    (checkpoint.origin, checkpoint.size, checkpoint.root, timestamp, note),
+                    (checkpoint.origin, checkpoint.size, checkpoint.root, timestamp, note + line),
                 )
                 conn.execute("COMMIT")
             except BaseException:
                 if conn.in_transaction:
                     conn.execute("ROLLBACK")
                 raise
-        line = SignatureLine(self.name, self.key_id, _TIMESTAMP.pack(timestamp) + signature)
-        return line.line()
+        return line
+
+    def cosigned_note(self, origin: str | None = None) -> str | None:
+        """The latest checkpoint cosigned for ``origin``: the note as received plus this
+        witness's line (what a monitor compares with the heads the log shows others)."""
+        origin = self.origin if origin is None else origin
+        with self._connect() as conn:
+            row = conn.execute("SELECT note FROM heads WHERE origin = ?", (origin,)).fetchone()
+        return None if row is None else str(row[0])
 
     @staticmethod
     def _check(

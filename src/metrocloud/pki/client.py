@@ -8,7 +8,6 @@ for a server, whose TLS certificate is checked against a PEM bundle (the PKI's `
 from __future__ import annotations
 
 import ipaddress
-import ssl
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -19,6 +18,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import NameOID
 
 from metrocloud.core.errors import MetrocloudError, Rejected
+from metrocloud.core.http import open_http
 from metrocloud.core.messages import CertificateRequest, RevocationRequest, seal
 from metrocloud.pki.authority import split_hosts
 from metrocloud.pki.identity import Identity
@@ -59,12 +59,7 @@ class PkiClient:
     ) -> PkiClient:
         """A client of the service at ``base_url``; an ``https`` URL is checked against
         ``tls_trust`` (PEM bundle), a plain ``http`` one needs none."""
-        verify: ssl.SSLContext | bool = True
-        if tls_trust is not None:
-            verify = ssl.create_default_context(cafile=str(tls_trust))
-        return cls(
-            httpx.Client(base_url=base_url, verify=verify, timeout=timeout_s, trust_env=False)
-        )
+        return cls(open_http(base_url, tls_trust=tls_trust, timeout_s=timeout_s))
 
     def close(self) -> None:
         self._http.close()

@@ -138,7 +138,16 @@ PROFILES: dict[Role, RoleProfile] = {
             2 * 365,
             subject_alternative_names=True,
         ),
-        RoleProfile(Role.AUTHORITY, SubCa.AUTHORITIES, _BOTH, Curve.P256, _CLIENT, 3 * 365),
+        # Authority nodes (witnesses, the verification monitor) answer HTTPS themselves.
+        RoleProfile(
+            Role.AUTHORITY,
+            SubCa.AUTHORITIES,
+            _BOTH,
+            Curve.P256,
+            (ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH),
+            3 * 365,
+            subject_alternative_names=True,
+        ),
     )
 }
 
