@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -72,3 +73,21 @@ def test_demo_refuses_bad_options_clearly(tmp_path: Path, args: list[str], messa
     assert "error" in out.lower() and message in out, out
     assert "Traceback" not in out, out
     assert not data.exists(), "nothing may be started for invalid options"
+
+
+def test_version_and_the_legal_identifications() -> None:
+    from metrocloud import __version__
+    from metrocloud.cloud.software import identify_all
+
+    code, out = metrocloud("version", script=True)
+    assert code == 0 and out.strip() == f"metrocloud {__version__}"
+    code, out = metrocloud("version", "--legal")
+    assert code == 0, out
+    for ident in identify_all():  # each component with its full checksum, as loaded here
+        cells = rf"{re.escape(ident.component)}\s+\W\s+{ident.name}\s+\W\s+{ident.version}"
+        row = re.search(cells + r"\s+\W\s+([0-9a-f]{64})", out)
+        assert row and row.group(1) == ident.checksum, out
+    code, out = metrocloud("version", "--legal", "--json")
+    lines = [json.loads(line) for line in out.splitlines()]
+    assert code == 0 and {d["component"] for d in lines} == {i.component for i in identify_all()}
+    assert all(set(d) == {"component", "name", "version", "checksum"} for d in lines)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import shutil
 import signal
 import tempfile
@@ -15,7 +16,9 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from metrocloud import __version__
 from metrocloud.cloud.cluster import Cluster
+from metrocloud.cloud.software import identify_all
 from metrocloud.core.errors import MetrocloudError
 from metrocloud.logbook import commands as logbook_commands
 from metrocloud.logbook.commands import embedded_setup, run_audit
@@ -62,6 +65,36 @@ def up(
         console.print("stopping …")
         cluster.stop()
         console.print("stopped cleanly")
+
+
+@app.command()
+def version(
+    legal: Annotated[
+        bool,
+        typer.Option(
+            "--legal",
+            help="The software identification of every legally "
+            "relevant component, as this installation loads it.",
+        ),
+    ] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="JSON lines instead of a table.")] = False,
+) -> None:
+    """The version of metrocloud; with --legal, each legally relevant component's
+    identification (name, version, SHA-256 over its legally relevant code)."""
+    if not legal:
+        typer.echo(f"metrocloud {__version__}")
+        return
+    found = identify_all()
+    if as_json:
+        for ident in found:
+            typer.echo(json.dumps({k: v for k, v in ident.to_dict().items() if k != "instance_id"}))
+        return
+    table = Table(title=f"metrocloud {__version__}: legally relevant software")
+    for col in ("component", "software", "version", "checksum (SHA-256)"):
+        table.add_column(col, no_wrap=True)
+    for ident in found:
+        table.add_row(ident.component, ident.name, ident.version, ident.checksum)
+    console.print(table)
 
 
 def failure(o: MeterOutcome) -> str:

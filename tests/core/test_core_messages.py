@@ -22,6 +22,7 @@ from metrocloud.core.messages import (
     Message,
     PeriodClose,
     RevocationRequest,
+    SoftwareReport,
     TariffResult,
     Transmission,
     VerificationReport,
@@ -99,6 +100,15 @@ SAMPLES: list[Message] = [
     CertificateRequest(csr=b"\x30\x82csr", role="gateway", validity_days=365, sent_at=NOW),
     RevocationRequest(serial="5e1a1", reason="keyCompromise", sent_at=NOW),
     LogRead(target="GET /entries?audience=consumer&start=0", sent_at=NOW),
+    SoftwareReport(
+        component="legal",
+        instance_id="0" * 32,
+        name="metrocloud-legal",
+        version="1.0.0",
+        checksum="a" * 64,
+        changed=["metrocloud.cloud.legal"],
+        sent_at=NOW,
+    ),
 ]
 
 
@@ -154,6 +164,7 @@ WRONG_VALUES: dict[str, list[Any]] = {
     "bytes": ["text", 1, None, [1, 2]],
     "dict[str, Any]": [[], "x", 1, None],
     "list[bytes]": [b"bytes", "text", None, [b"ok", "not bytes"], [1]],
+    "list[str]": ["text", b"bytes", None, ["ok", b"not text"], [1]],
 }
 
 

@@ -24,7 +24,7 @@ Subject map (``<m>`` meter id, ``<c>`` customer id, ``<p>`` billing period id,
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 
 @dataclass(frozen=True)
@@ -87,12 +87,28 @@ def _consume(stream: str, durable: str) -> tuple[str, ...]:
     )
 
 
+IDENTIFY = "software.identify"
+"""Request subject prefix: ``software.identify.<component>`` answers with the component's
+signed software identification (see :mod:`metrocloud.cloud.runtime`)."""
+
+
+def identify_subject(component: str) -> str:
+    return f"{IDENTIFY}.{component}"
+
+
+def _identifies(component: str) -> dict[str, Any]:
+    """What a legally relevant component needs to answer identification requests."""
+    return {"subscribe": (identify_subject(component),), "allow_responses": True}
+
+
 @dataclass(frozen=True)
 class Role:
     """A broker user: what it may publish and subscribe."""
 
     name: str
-    zone: Literal["field", "ingress", "legal", "services", "egress", "receiver", "admin"]
+    zone: Literal[
+        "field", "ingress", "legal", "services", "egress", "receiver", "authority", "admin"
+    ]
     publish: tuple[str, ...]
     subscribe: tuple[str, ...] = ()
     allow_responses: bool = False
@@ -121,11 +137,13 @@ ROLES: dict[str, Role] = {
                 "legal.log.communication",
                 *_consume("INGRESS", "communication"),
             ),
+            **_identifies("communication"),
         ),
         Role(
             "legal",
             "legal",
             publish=("legal.results.>", "legal.log.legal", *_consume("LEGAL", "legal")),
+            **_identifies("legal"),
         ),
         Role(
             "storage",
@@ -138,8 +156,9 @@ ROLES: dict[str, Role] = {
                 *_consume("LEGAL", "storage-keys"),
                 *_consume("LEGAL", "storage-results"),
             ),
+            **_identifies("storage"),
         ),
-        Role("logbook", "legal", publish=_consume("LOGBOOK", "logbook")),
+        Role("logbook", "legal", publish=_consume("LOGBOOK", "logbook"), **_identifies("logbook")),
         Role("pki", "legal", publish=("legal.log.pki",)),
         Role(
             "display",
@@ -149,9 +168,11 @@ ROLES: dict[str, Role] = {
                 "$JS.API.DIRECT.GET.EGRESS",
                 "legal.log.display",
             ),
-            subscribe=("egress.display.fetch",),
+            subscribe=("egress.display.fetch", identify_subject("display")),
             allow_responses=True,
         ),
+        # The authority's verification monitor asks components for their identification.
+        Role("monitor", "authority", publish=(identify_subject("*"),)),
         Role("thirdparty", "services", publish=("services.>",), subscribe=("services.>",)),
     )
 }

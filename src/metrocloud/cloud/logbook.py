@@ -50,6 +50,7 @@ class Logbook(Service):
         self._server: HttpsServer | None = None
         self._newest: str | None = None
         self._new_head = asyncio.Event()
+        self._own: list[LogEvent] = []
 
     @property
     def ready(self) -> bool:
@@ -80,9 +81,10 @@ class Logbook(Service):
                 self.publish_head(book)  # a head for what is there after a restart
             while not self.stopping:
                 msgs = await fetch(sub, batch=256, timeout_s=1.0)
-                if not msgs:
+                own, self._own = self._own, []
+                if not msgs and not own:
                     continue
-                book.append_many([self._event(m.data, m.subject) for m in msgs])
+                book.append_many([*own, *(self._event(m.data, m.subject) for m in msgs)])
                 self.publish_head(book)
                 for m in msgs:
                     await m.ack()
@@ -178,5 +180,7 @@ class Logbook(Service):
         finally:
             store.close()
 
-    async def log(self, *args: object, **kwargs: object) -> None:
-        """The logbook does not log into itself through the bus."""
+    async def log_event(self, event: LogEvent) -> None:
+        """The logbook's own events (its start, a refused CRL) go straight into the log with
+        the next batch, not through the bus."""
+        self._own.append(event)

@@ -29,8 +29,12 @@ from nats.js import JetStreamContext
 from metrocloud.bus.connect import connect, tls_credentials
 from metrocloud.bus.server import Credentials, bus_identity_name
 from metrocloud.bus.streams import fetch, pull
+from metrocloud.bus.subjects import identify_subject
+from metrocloud.core.clock import now_iso
 from metrocloud.core.errors import Rejected
 from metrocloud.core.events import EventKind, LogEvent
+from metrocloud.core.messages import SoftwareReport, seal
+from metrocloud.core.software import LoadedComponent
 from metrocloud.pki import FileKeyStore, Identity, IdentityStore, Pki, Role, TrustStore
 from metrocloud.pki.authority import Audit
 from metrocloud.pki.client import PkiClient, PkiUnreachable
@@ -173,6 +177,13 @@ class Service(ABC):
         self._refresher: asyncio.Future[None] | None = None
 
     @functools.cached_property
+    def software(self) -> LoadedComponent | None:
+        """This component's legally relevant code as loaded, if it is legally relevant."""
+        from metrocloud.cloud.software import load  # the table names this very module
+
+        return load(self.name)
+
+    @functools.cached_property
     def store(self) -> Store:
         """The cloud's store, opened at first use."""
         return self.data.open_store()
@@ -184,9 +195,27 @@ class Service(ABC):
                 url, self.data.credentials(self.role), name=self.name, role=self.role
             )
             self.js = self.nc.jetstream(timeout=30.0)
+            if self.software is not None:
+                await self.nc.subscribe(identify_subject(self.name), cb=self.identify)
         pki_url = self.data.cluster().get("pki_url")
         if pki_url and self.checks_certificates:
             self._refresher = asyncio.ensure_future(self.refresh_crls(str(pki_url)))
+
+    async def identify(self, msg: Msg) -> None:
+        """Answer an identification request: what was loaded, and what changed on disk since,
+        signed with this service's identity."""
+        assert self.software is not None
+        ident = self.software.identification
+        report = SoftwareReport(
+            component=ident.component,
+            instance_id=ident.instance_id,
+            name=ident.name,
+            version=ident.version,
+            checksum=ident.checksum,
+            changed=self.software.changed_modules(),
+            sent_at=now_iso(),
+        )
+        await msg.respond(seal(self.identity, report))
 
     @property
     def ready(self) -> bool:
@@ -322,7 +351,10 @@ class Service(ABC):
     async def run(self) -> None:
         await self.start()
         try:
-            await self.log(EventKind.SERVICE, self.name, {"event": "started"})
+            started: dict[str, Any] = {"event": "started"}
+            if self.software is not None:  # the code this process runs, as loaded
+                started["software"] = self.software.identification.to_dict()
+            await self.log(EventKind.SERVICE, self.name, started)
             await self.serve()
         finally:
             await self.close()

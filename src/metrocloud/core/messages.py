@@ -38,6 +38,8 @@ _SCALARS: dict[str, type] = {"str": str, "int": int, "bytes": bytes, "dict[str, 
 def _has_type(value: object, annotation: str) -> bool:
     if annotation == "list[bytes]":
         return isinstance(value, list) and all(isinstance(v, bytes) for v in value)
+    if annotation == "list[str]":
+        return isinstance(value, list) and all(isinstance(v, str) for v in value)
     expected = _SCALARS.get(annotation)
     return expected is None or (isinstance(value, expected) and not isinstance(value, bool))
 
@@ -220,6 +222,24 @@ class LogRead(Message):
     sent_at: str
 
 
+@dataclass(frozen=True)
+class SoftwareReport(Message):
+    """A component's software identification, signed by the component's service identity.
+
+    ``changed`` names the legally relevant modules whose file on disk no longer matches what
+    the component loaded (empty when the code that runs is the code on disk).
+    """
+
+    kind: ClassVar[str] = "software-report"
+    component: str
+    instance_id: str
+    name: str
+    version: str
+    checksum: str
+    changed: list[str]
+    sent_at: str
+
+
 BODY_TYPES: dict[str, type[Message]] = {
     t.kind: t
     for t in (
@@ -232,6 +252,7 @@ BODY_TYPES: dict[str, type[Message]] = {
         CertificateRequest,
         RevocationRequest,
         LogRead,
+        SoftwareReport,
     )
 }
 
