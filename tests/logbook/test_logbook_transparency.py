@@ -205,3 +205,15 @@ def test_growth_is_consistent_with_every_earlier_head(book: MerkleLogbook) -> No
     for size, head in heads.items():
         assert book.verify_against(head, size).ok
         assert verify_consistency(size, book.size, head, book.head(), book.consistency_proof(size))
+
+
+def test_append_positions_is_append_events_without_the_read_back(tmp_path: Path) -> None:
+    with MerkleLogbook(tmp_path / "a.sqlite") as a, MerkleLogbook(tmp_path / "b.sqlite") as b:
+        batch = [event(n) for n in range(10)]
+        assert a.append_positions(batch) == list(range(10))
+        assert [e.seq for e in b.append_events(batch)] == list(range(10))
+        assert a.head() == b.head()
+        again = [event(3), event(10), event(3)]  # a repeat, a new one, a repeat in the batch
+        assert a.append_positions(again) == [3, 10, 3]
+        assert [e.seq for e in b.append_events(again)] == [3, 10, 3]
+        assert a.head() == b.head() and a.size == 11

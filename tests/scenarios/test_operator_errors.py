@@ -55,6 +55,7 @@ def test_up_runs_until_interrupted_then_stops_cleanly(tmp_path: Path) -> None:
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         env=dict(os.environ, COLUMNS="200", NO_COLOR="1"),
+        start_new_session=True,  # its own process group: a failed test kills it all
     )
     try:
         ready = tmp_path / "data" / "run"
@@ -65,7 +66,8 @@ def test_up_runs_until_interrupted_then_stops_cleanly(tmp_path: Path) -> None:
         out, _ = proc.communicate(timeout=60)
     finally:
         if proc.poll() is None:
-            proc.kill()
+            os.killpg(proc.pid, signal.SIGKILL)  # up, its services, witnesses and broker
+            proc.wait()
     text = out.decode()
     assert proc.returncode == 0, text
     assert "metrocloud is up" in text and "stopped cleanly" in text

@@ -84,7 +84,7 @@ class Logbook(Service):
                 own, self._own = self._own, []
                 if not msgs and not own:
                     continue
-                book.append_many([*own, *(self._event(m.data, m.subject) for m in msgs)])
+                book.append_positions([*own, *(self._event(m.data, m.subject) for m in msgs)])
                 self.publish_head(book)
                 for m in msgs:
                     await m.ack()

@@ -120,6 +120,11 @@ class MerkleLogbook(MerkleTree):
         An event whose ``event_id`` is already logged (or repeats in the batch) is not
         added again: its existing entry is returned in its place.
         """
+        return [self.get(seq) for seq in self.append_positions(events)]
+
+    def append_positions(self, events: Iterable[LogEvent]) -> list[int]:
+        """As :meth:`append_events`, returning only each event's position (no read-back:
+        the logbook service's path)."""
         prepared = [_prepare(event) for event in events]
         with self._lock:
             known: dict[str, int] = {}
@@ -146,7 +151,7 @@ class MerkleLogbook(MerkleTree):
                 places.append(known[event.event_id])
             if fresh:
                 self._append(fresh, index_rows)
-            return [self.get(seq) for seq in places]
+            return places
 
     def _append(self, entries: list[bytes], index_rows: list[tuple[Any, ...]]) -> None:
         self._pending_index = index_rows
