@@ -17,6 +17,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from metrocloud import __version__
+from metrocloud.authority import commands as authority_commands
 from metrocloud.cloud.cluster import Cluster
 from metrocloud.cloud.software import identify_all
 from metrocloud.core.errors import MetrocloudError
@@ -29,6 +30,7 @@ from metrocloud.testbed.pipeline import MeterOutcome, Pipeline, PipelineConfig
 app = typer.Typer(add_completion=False, help="A secure cloud for legally controlled meters.")
 app.add_typer(pki_commands.app, name="pki")
 app.add_typer(logbook_commands.app, name="logbook")
+app.add_typer(authority_commands.app, name="authority")
 console = Console()
 
 

@@ -6,9 +6,12 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from metrocloud.authority.identification import open_report
+from metrocloud.authority.identification import ComponentReport, open_report
+from metrocloud.authority.reference import ApprovedIdentification, ReferenceList
+from metrocloud.authority.verification import judge
 from metrocloud.core.errors import Rejected
 from metrocloud.core.messages import Envelope, SoftwareReport, seal
+from metrocloud.core.software import SoftwareIdentification
 from metrocloud.pki import Identity, IdentityStore, Role
 
 
@@ -60,3 +63,21 @@ def test_answers_that_do_not_count(ids: IdentityStore, legal: Identity) -> None:
         with pytest.raises(Rejected) as refused:
             open_report(raw_answer, component, ids.trust)
         assert refused.value.reason == reason, (reason, refused.value)
+
+
+def test_badges() -> None:
+    ident = SoftwareIdentification("legal", "f" * 32, "metrocloud-legal", "1.0.0", "c" * 64)
+    approved = ApprovedIdentification("legal", "metrocloud-legal", "1.0.0", "c" * 64)
+    reference = ReferenceList("market-surveillance", 1, "2026-11-21T12:00:00+00:00", (approved,))
+    green = judge("legal", ComponentReport(ident, (), "legal"), reference)
+    assert green.green and green.badge == "green" and green.reason == "approved"
+    changed = judge(
+        "legal", ComponentReport(ident, ("metrocloud.cloud.legal",), "legal"), reference
+    )
+    assert not changed.green and changed.reason == "changed-on-disk"
+    assert "metrocloud.cloud.legal" in changed.detail
+    other = SoftwareIdentification("legal", "f" * 32, "metrocloud-legal", "1.0.0", "d" * 64)
+    refused = judge("legal", ComponentReport(other, (), "legal"), reference)
+    assert refused.badge == "red" and refused.reason == "other-checksum"
+    unknown = judge("storage", ComponentReport(ident, (), "storage"), reference)
+    assert unknown.reason == "unknown-component"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
@@ -214,3 +216,18 @@ def test_any_changed_byte_of_a_csr_is_refused_with_a_reason(
     mutated = sample_csr[:position] + bytes([value]) + sample_csr[position + 1 :]
     with pytest.raises(Rejected):
         pki.issue_from_csr(mutated, Role.SERVICE)
+
+
+def test_a_name_cryptography_only_warns_about_is_refused_quietly(
+    frozen_trust: TrustStore, sample: bytes
+) -> None:
+    """The issuer's common name turned into a country name (which must have 2 letters): the
+    certificate is refused as malformed, and no warning escapes (hypothesis found this)."""
+    common_name, country_name = b"\x06\x03\x55\x04\x03", b"\x06\x03\x55\x04\x06"
+    assert common_name in sample
+    mutated = sample.replace(common_name, country_name, 1)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with pytest.raises(Rejected) as info:
+            frozen_trust.verify(mutated)
+    assert info.value.reason == "malformed-certificate" and caught == []

@@ -29,7 +29,6 @@ from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import Encoding
-from cryptography.utils import CryptographyDeprecationWarning
 from cryptography.x509.oid import NameOID
 
 from metrocloud.core.errors import Rejected
@@ -214,11 +213,11 @@ class TrustStore:
             raise ValueError("'at' must be timezone-aware")
         try:
             with warnings.catch_warnings():  # what cryptography only warns about is refused
-                warnings.simplefilter("error", CryptographyDeprecationWarning)
+                warnings.simplefilter("error", UserWarning)  # its deprecations included
                 cert = x509.load_der_x509_certificate(cert_der)
-            cn = subject_common_name(cert)
-            self_signed = cert.issuer == cert.subject
-            cert.extensions  # noqa: B018 - parses every extension now
+                cn = subject_common_name(cert)
+                self_signed = cert.issuer == cert.subject  # e.g. a country name of 22 letters
+                cert.extensions  # noqa: B018 - parses every extension now
         except PARSE_ERRORS as exc:
             raise Rejected("malformed-certificate", f"cannot parse certificate: {exc}") from None
         if not canonical_signature(cert_der, cert.signature):
@@ -322,7 +321,7 @@ class TrustStore:
 
 PARSE_ERRORS: tuple[type[Exception], ...] = (
     ValueError,
-    CryptographyDeprecationWarning,  # e.g. a serial number that is not positive (RFC 5280)
+    UserWarning,  # cryptography's warnings: a non-positive serial (RFC 5280), a bad name
     TypeError,
     x509.InvalidVersion,
     x509.DuplicateExtension,

@@ -1,0 +1,147 @@
+"""``metrocloud authority``: the authority's reference list, and a check of a running cloud.
+
+``approve`` signs the identifications of the code in this installation (what the authority
+examined) as a new reference list and installs it in ``<data>/authority/reference``.
+``verify`` asks every legally relevant service of the running cloud for its identification
+and prints a green or red badge per component; the exit status is 1 if any is red.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from metrocloud.authority.reference import (
+    ApprovedIdentification,
+    ReferenceList,
+    ReferenceStore,
+    sign_reference,
+)
+from metrocloud.authority.verification import ComponentStatus, check_components
+from metrocloud.bus.connect import connect
+from metrocloud.cloud.runtime import DataDir
+from metrocloud.cloud.software import LEGAL_COMPONENTS, all_components
+from metrocloud.core.errors import MetrocloudError, Rejected
+from metrocloud.pki import Role
+
+app = typer.Typer(add_completion=False, help="The authority: approved software, checks.")
+console = Console()
+
+DataOption = Annotated[Path, typer.Option(help="The embedded cloud's data folder (as for up).")]
+AsOption = Annotated[str, typer.Option("--as", help="The authority identity that signs.")]
+
+
+def reference_store(data: Path) -> ReferenceStore:
+    return ReferenceStore(data / "authority" / "reference")
+
+
+@app.command()
+def approve(
+    data: DataOption = Path("data"),
+    signer: AsOption = "market-surveillance",
+    component: Annotated[
+        list[str] | None, typer.Option(help="Approve only these components (repeatable).")
+    ] = None,
+    certificate: Annotated[
+        str | None, typer.Option(help="The type-examination certificate to cite.")
+    ] = None,
+) -> None:
+    """Sign the identifications of this installation's code as the new reference list."""
+    known = all_components()
+    chosen = component or list(known)
+    unknown = sorted(set(chosen) - set(known))
+    if unknown:
+        console.print(f"[red]error:[/] not legally relevant: {', '.join(unknown)}")
+        raise typer.Exit(2)
+    folder = DataDir(data)
+    try:
+        pki = folder.open_pki()
+        try:
+            identity = folder.identities_store(pki).identity(signer, Role.AUTHORITY)
+            trust = pki.trust_store()
+        finally:
+            pki.close()
+        store = reference_store(data)
+        now = datetime.now(timezone.utc).replace(microsecond=0)
+        entries = []
+        for name in chosen:
+            ident = known[name].load().identification
+            entries.append(
+                ApprovedIdentification(
+                    ident.component, ident.name, ident.version, ident.checksum,
+                    approved_at=now.isoformat(), certificate=certificate,
+                )
+            )  # fmt: skip
+        serial = (store.serial() or 0) + 1
+        reference = ReferenceList(identity.common_name, serial, now.isoformat(), tuple(entries))
+        store.install(sign_reference(identity, reference), trust)
+    except (MetrocloudError, OSError, ValueError) as exc:
+        console.print(f"[red]error:[/] {exc}")
+        raise typer.Exit(1) from None
+    console.print(
+        f"reference list {serial} signed by {identity.common_name}: "
+        f"{len(entries)} identifications approved"
+    )
+
+
+def _table(found: list[ComponentStatus]) -> Table:
+    table = Table(title="legally relevant components")
+    for col in ("component", "badge", "version", "checksum", "why"):
+        table.add_column(col)
+    for status in found:
+        ident = status.report.identification if status.report else None
+        badge = "[green]green" if status.green else "[red]red"
+        table.add_row(
+            status.component,
+            badge,
+            ident.version if ident else "—",
+            ident.checksum[:16] if ident else "—",
+            status.detail,
+        )
+    return table
+
+
+@app.command()
+def verify(
+    data: DataOption = Path("data"),
+    timeout: Annotated[float, typer.Option(help="Seconds to wait for each answer.")] = 5.0,
+) -> None:
+    """Ask each running component for its identification and judge it against the list."""
+    folder = DataDir(data)
+    try:
+        trust = folder.trust_store()
+        reference = reference_store(data).current(trust)
+        if reference is None:
+            raise MetrocloudError(
+                f"no reference list in {data}; run 'metrocloud authority approve'"
+            )
+        url = str(folder.cluster()["nats_url"])
+        credentials = folder.credentials("monitor")
+    except (MetrocloudError, OSError, ValueError, KeyError) as exc:
+        detail = f"{exc.reason}: {exc.detail}" if isinstance(exc, Rejected) else str(exc)
+        console.print(f"[red]not verified:[/] {detail}")
+        raise typer.Exit(1) from None
+
+    async def ask() -> list[ComponentStatus]:
+        nc = await connect(url, credentials, name="authority-verify", role="monitor")
+        try:
+            return await check_components(nc, LEGAL_COMPONENTS, trust, reference, timeout_s=timeout)
+        finally:
+            await nc.close()
+
+    found = asyncio.run(ask())
+    console.print(_table(found))
+    red = [s.component for s in found if not s.green]
+    if red:
+        console.print(f"[red]not verified:[/] {', '.join(red)}")
+        raise typer.Exit(1)
+    console.print(
+        f"[green]verified:[/] every legally relevant component runs software approved in "
+        f"reference list {reference.serial} of {reference.issuer}"
+    )
