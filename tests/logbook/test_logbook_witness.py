@@ -9,7 +9,7 @@ import struct
 import tempfile
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -19,15 +19,14 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from logbook_samples import MemoryLog
 
 from metrocloud.core.errors import Rejected
 from metrocloud.logbook.checkpoint import (
     Checkpoint,
     SignatureLine,
     append_lines,
-    sign_checkpoint,
 )
-from metrocloud.logbook.merkle import consistency_proof, leaf_hash, tree_hash
 from metrocloud.logbook.witness import (
     Witness,
     cosignature_key_id,
@@ -78,33 +77,8 @@ def parties(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Parties]:
 
 
 @dataclass
-class Log:
-    """A log in memory: leaf hashes, signed checkpoints and consistency proofs."""
-
-    identity: Identity
-    leaves: list[bytes] = field(default_factory=list)
-
-    def grow(self, count: int, rng: random.Random) -> None:
-        self.leaves += [leaf_hash(rng.randbytes(16)) for _ in range(count)]
-
-    def checkpoint(self, size: int | None = None) -> Checkpoint:
-        size = len(self.leaves) if size is None else size
-        return Checkpoint(LOG, size, tree_hash(self.leaves[:size]))
-
-    def note(self, size: int | None = None) -> str:
-        return sign_checkpoint(self.checkpoint(size), LOG, self.identity.key)
-
-    def proof(self, old: int, new: int | None = None) -> list[bytes]:
-        new = len(self.leaves) if new is None else new
-        if old == 0:
-            return []
-        return consistency_proof(old, new, lambda s, e: tree_hash(self.leaves[s:e]))
-
-    def fork(self, at: int, rng: random.Random) -> Log:
-        """A log with the same first ``at`` leaves and different ones after."""
-        other = Log(self.identity, self.leaves[:at])
-        other.grow(len(self.leaves) - at, rng)
-        return other
+class Log(MemoryLog):
+    origin: str = LOG
 
 
 def witness(

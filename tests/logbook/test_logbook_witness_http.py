@@ -16,6 +16,7 @@ from cryptography import x509
 from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from logbook_samples import MemoryLog
 
 from metrocloud.core.errors import Rejected
 from metrocloud.logbook.checkpoint import (
@@ -24,9 +25,7 @@ from metrocloud.logbook.checkpoint import (
     SignatureLine,
     append_lines,
     b64,
-    sign_checkpoint,
 )
-from metrocloud.logbook.merkle import consistency_proof, leaf_hash, tree_hash
 from metrocloud.logbook.witness import MAX_PROOF_HASHES, Witness, verify_cosigned
 from metrocloud.logbook.witness_api import (
     MAX_BODY_BYTES,
@@ -77,39 +76,7 @@ def parties(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Parties]:
     ids.pki.close()
 
 
-@dataclass
-class Log:
-    """A log in memory: leaf hashes, signed checkpoints and consistency proofs."""
-
-    identity: Identity
-    leaves: list[bytes] = field(default_factory=list)
-    origin: str = LOG
-
-    def grow(self, count: int, rng: random.Random) -> None:
-        self.leaves += [leaf_hash(rng.randbytes(16)) for _ in range(count)]
-
-    @property
-    def size(self) -> int:
-        return len(self.leaves)
-
-    def checkpoint(self, size: int | None = None) -> Checkpoint:
-        size = self.size if size is None else size
-        return Checkpoint(self.origin, size, tree_hash(self.leaves[:size]))
-
-    def note(self, size: int | None = None) -> str:
-        return sign_checkpoint(self.checkpoint(size), self.origin, self.identity.key)
-
-    def proof(self, old: int, new: int | None = None) -> list[bytes]:
-        new = self.size if new is None else new
-        if old == 0:
-            return []
-        return consistency_proof(old, new, lambda s, e: tree_hash(self.leaves[s:e]))
-
-    def fork(self, at: int, rng: random.Random) -> Log:
-        """A log with the same first ``at`` leaves and different ones after."""
-        other = Log(self.identity, self.leaves[:at], self.origin)
-        other.grow(self.size - at, rng)
-        return other
+Log = MemoryLog
 
 
 @dataclass
