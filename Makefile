@@ -13,7 +13,7 @@ LINT_PATHS := src tests bench
 .PHONY: help setup demo test lint bench clean
 
 help:
-	@echo "make setup  - create $(VENV) (CPython 3.10/3.12 + openfhe), install metrocloud[dev], SoftHSM2"
+	@echo "make setup  - create $(VENV) (CPython 3.10/3.12 + openfhe), install metrocloud[dev], SoftHSM2, Chromium"
 	@echo "make demo   - setup, then run 'metrocloud demo'"
 	@echo "make test   - setup, lint (ruff, mypy), then pytest"
 	@echo "make lint   - ruff check, ruff format --check, mypy"
@@ -61,9 +61,11 @@ $(STAMP): pyproject.toml scripts/find-python
 	echo "'apt-get install python3.10-venv' on Ubuntu 22.04) or run: make PYTHON=/path/to/python setup" >&2; \
 	exit 1
 
-# SoftHSM2 (Debian's softhsm2) is the PKCS#11 token of the PKI tests; installed if missing.
+# SoftHSM2 (Debian's softhsm2) is the PKCS#11 token of the PKI tests, Chromium (Debian's
+# chromium) the headless browser of the page tests; each installed if missing.
 setup: $(STAMP)
 	@scripts/ensure-softhsm
+	@scripts/ensure-chromium
 
 demo: setup
 	$(VENV)/bin/metrocloud demo

@@ -21,6 +21,7 @@ from metrocloud.authority import commands as authority_commands
 from metrocloud.cloud.cluster import Cluster
 from metrocloud.cloud.software import identify_all
 from metrocloud.core.errors import MetrocloudError
+from metrocloud.download import commands as update_commands
 from metrocloud.logbook import commands as logbook_commands
 from metrocloud.logbook.commands import embedded_setup, run_audit
 from metrocloud.pki import commands as pki_commands
@@ -31,6 +32,7 @@ app = typer.Typer(add_completion=False, help="A secure cloud for legally control
 app.add_typer(pki_commands.app, name="pki")
 app.add_typer(logbook_commands.app, name="logbook")
 app.add_typer(authority_commands.app, name="authority")
+app.add_typer(update_commands.app, name="update")
 console = Console()
 
 
@@ -48,6 +50,11 @@ def up(
         answers = f"  {cluster.url(name)}" if name in cluster.ports else ""
         console.print(f"  {name:<14} pid {proc.pid}{answers}")
     console.print(f"audit the logbook: metrocloud logbook audit --data {data}")
+    if cluster.monitor:
+        console.print(
+            f"verification monitor: {cluster.url('monitor')}/ (its certificate chains to "
+            f"{data / 'pki' / 'root.pem'})"
+        )
     stop = {"now": False}
 
     def request_stop(*_: object) -> None:

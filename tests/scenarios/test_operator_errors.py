@@ -59,7 +59,8 @@ def test_up_runs_until_interrupted_then_stops_cleanly(tmp_path: Path) -> None:
     )
     try:
         ready = tmp_path / "data" / "run"
-        processes = {*SERVICE_ROLES, "witness-1", "witness-2"}  # the services, two witnesses
+        # the services, two witnesses and the verification monitor
+        processes = {*SERVICE_ROLES, "witness-1", "witness-2", "monitor"}
         wait_for(lambda: {p.stem for p in ready.glob("*.ready")} == processes, timeout_s=60)
         time.sleep(0.5)
         proc.send_signal(signal.SIGINT)

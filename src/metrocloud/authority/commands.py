@@ -26,8 +26,9 @@ from metrocloud.authority.reference import (
 from metrocloud.authority.verification import ComponentStatus, check_components
 from metrocloud.bus.connect import connect
 from metrocloud.cloud.runtime import DataDir
-from metrocloud.cloud.software import LEGAL_COMPONENTS, all_components
+from metrocloud.cloud.software import all_components, cloud_components, load
 from metrocloud.core.errors import MetrocloudError, Rejected
+from metrocloud.download.package import open_package
 from metrocloud.pki import Role
 
 app = typer.Typer(add_completion=False, help="The authority: approved software, checks.")
@@ -51,8 +52,13 @@ def approve(
     certificate: Annotated[
         str | None, typer.Option(help="The type-examination certificate to cite.")
     ] = None,
+    package: Annotated[
+        list[Path] | None,
+        typer.Option(help="Also approve what this examined update package states (repeatable)."),
+    ] = None,
 ) -> None:
-    """Sign the identifications of this installation's code as the new reference list."""
+    """Sign the identifications of this installation's code (and of examined update
+    packages) as the new reference list."""
     known = all_components()
     chosen = component or list(known)
     unknown = sorted(set(chosen) - set(known))
@@ -61,23 +67,23 @@ def approve(
         raise typer.Exit(2)
     folder = DataDir(data)
     try:
-        pki = folder.open_pki()
-        try:
-            identity = folder.identities_store(pki).identity(signer, Role.AUTHORITY)
-            trust = pki.trust_store()
-        finally:
-            pki.close()
+        identity = folder.issue_identity(signer, Role.AUTHORITY)
+        trust = folder.trust_store()
         store = reference_store(data)
         now = datetime.now(timezone.utc).replace(microsecond=0)
-        entries = []
-        for name in chosen:
-            ident = known[name].load().identification
-            entries.append(
-                ApprovedIdentification(
-                    ident.component, ident.name, ident.version, ident.checksum,
-                    approved_at=now.isoformat(), certificate=certificate,
-                )
-            )  # fmt: skip
+        found = [(name, load(name)) for name in chosen]
+        stated = [
+            (update.metadata.component, update.metadata.software)
+            for update in (open_package(p.read_bytes(), trust) for p in package or ())
+        ]
+        idents = [(n, loaded.identification.software) for n, loaded in found if loaded]
+        entries = [
+            ApprovedIdentification(
+                name, software.name, software.version, software.checksum,
+                approved_at=now.isoformat(), certificate=certificate,
+            )
+            for name, software in dict.fromkeys([*idents, *stated])
+        ]  # fmt: skip
         serial = (store.serial() or 0) + 1
         reference = ReferenceList(identity.common_name, serial, now.isoformat(), tuple(entries))
         store.install(sign_reference(identity, reference), trust)
@@ -131,7 +137,9 @@ def verify(
     async def ask() -> list[ComponentStatus]:
         nc = await connect(url, credentials, name="authority-verify", role="monitor")
         try:
-            return await check_components(nc, LEGAL_COMPONENTS, trust, reference, timeout_s=timeout)
+            return await check_components(
+                nc, cloud_components(), trust, reference, timeout_s=timeout
+            )
         finally:
             await nc.close()
 

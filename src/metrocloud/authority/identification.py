@@ -3,7 +3,8 @@
 A legally relevant component answers ``software.identify.<component>`` on the bus with a
 :class:`~metrocloud.core.messages.SoftwareReport` signed by its service identity. The answer
 counts only if the certificate is a valid service certificate of the PKI named after the
-component, the signature holds, it is fresh, and it speaks of the component asked.
+service that runs the component (legal for a tariff program), the signature holds, it is
+fresh, and it speaks of the component asked.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from nats.aio.client import Client
 from nats.errors import Error as NatsError
 
 from metrocloud.bus.subjects import identify_subject
+from metrocloud.cloud.software import host_of
 from metrocloud.core.errors import Rejected
 from metrocloud.core.messages import Envelope, SoftwareReport, check_fresh
 from metrocloud.core.software import SoftwareIdentification
@@ -36,7 +38,8 @@ def open_report(raw: bytes, component: str, trust: TrustStore) -> ComponentRepor
     envelope = Envelope.decode(raw)
     certificate = trust.verify(envelope.certificate, expected_role=Role.SERVICE)
     signer = subject_common_name(certificate)
-    if signer != component:
+    host = host_of(component) or component  # a tariff program answers from legal
+    if signer != host:
         raise Rejected("wrong-signer", f"the answer for {component} is signed by {signer}")
     verify_signature(certificate, envelope.body, envelope.signature)
     report = SoftwareReport.decode(envelope.body)

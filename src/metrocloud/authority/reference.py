@@ -35,14 +35,19 @@ PKI's reasons (``wrong-role``, ``certificate-revoked``, ...), ``bad-signature``,
 from __future__ import annotations
 
 import itertools
-import json
 import re
 import threading
 from dataclasses import dataclass, field
-from datetime import date, datetime
+from datetime import datetime
 from pathlib import Path
-from typing import Any
 
+from metrocloud.core.canonical import (
+    canonical,
+    check_moment,
+    check_text,
+    exact_keys,
+    strict_loads,
+)
 from metrocloud.core.errors import Rejected
 from metrocloud.core.messages import Envelope
 from metrocloud.core.software import SoftwareId
@@ -59,8 +64,6 @@ from metrocloud.pki.validate import (
 KIND = "approved-identifications"
 FORMAT_VERSION = 1
 MAX_SERIAL = 2**63 - 1
-MAX_TEXT = 256
-"""Longest component, name, version or certificate text, in characters."""
 MAX_REFERENCE_BYTES = 8 * 1024 * 1024
 """Largest signed list :func:`open_reference` reads."""
 
@@ -71,35 +74,6 @@ _BODY_KEYS = frozenset({"kind", "v", "serial", "issued_at", "entries"})
 
 class DuplicateEntry(ValueError):
     """Two entries with the same component, name, version and checksum."""
-
-
-def _check_text(value: object, what: str) -> None:
-    if type(value) is not str:
-        raise ValueError(f"{what} must be a string, not {type(value).__name__}")
-    if not value or len(value) > MAX_TEXT:
-        raise ValueError(f"{what} must have 1 to {MAX_TEXT} characters")
-    if not value.isprintable() or value != value.strip():
-        raise ValueError(f"{what} {value!r} has control characters or outer spaces")
-
-
-def _check_moment(value: object, what: str, *, date_allowed: bool) -> None:
-    """An ISO date-time with an offset (or an ISO date), in the form ``isoformat`` writes."""
-    if type(value) is not str:
-        raise ValueError(f"{what} must be a string, not {type(value).__name__}")
-    if date_allowed:
-        try:
-            if date.fromisoformat(value).isoformat() == value:
-                return
-        except ValueError:
-            pass
-    try:
-        moment = datetime.fromisoformat(value)
-    except ValueError:
-        raise ValueError(f"{what} {value!r} is not an ISO date-time") from None
-    if moment.isoformat() != value:
-        raise ValueError(f"{what} {value!r} is not in the form isoformat() writes")
-    if moment.utcoffset() is None:
-        raise ValueError(f"{what} {value!r} lacks a time zone")
 
 
 @dataclass(frozen=True)
@@ -117,15 +91,15 @@ class ApprovedIdentification:
     """Free text, e.g. the number of the type-examination certificate."""
 
     def __post_init__(self) -> None:
-        _check_text(self.component, "component")
-        _check_text(self.name, "name")
-        _check_text(self.version, "version")
+        check_text(self.component, "component")
+        check_text(self.name, "name")
+        check_text(self.version, "version")
         if type(self.checksum) is not str or not _HEX64.fullmatch(self.checksum):
             raise ValueError(f"checksum {self.checksum!r} is not 64 lowercase hex digits")
         if self.approved_at is not None:
-            _check_moment(self.approved_at, "approved_at", date_allowed=True)
+            check_moment(self.approved_at, "approved_at", date_allowed=True)
         if self.certificate is not None:
-            _check_text(self.certificate, "certificate")
+            check_text(self.certificate, "certificate")
 
     @property
     def key(self) -> tuple[str, str, str, str]:
@@ -185,7 +159,7 @@ class ReferenceList:
             raise ValueError("issuer must be a string")
         if type(self.serial) is not int or not 0 <= self.serial <= MAX_SERIAL:
             raise ValueError(f"serial must be an int from 0 to {MAX_SERIAL}")
-        _check_moment(self.issued_at, "issued_at", date_allowed=False)
+        check_moment(self.issued_at, "issued_at", date_allowed=False)
         entries = tuple(self.entries)
         if not all(isinstance(e, ApprovedIdentification) for e in entries):
             raise ValueError("entries must be ApprovedIdentification")
@@ -245,7 +219,7 @@ class ReferenceList:
 
 def encode_reference(reference: ReferenceList) -> bytes:
     """The canonical body of ``reference`` (its issuer is not in it)."""
-    return _canonical(
+    return canonical(
         {
             "kind": KIND,
             "v": FORMAT_VERSION,
@@ -254,12 +228,6 @@ def encode_reference(reference: ReferenceList) -> bytes:
             "entries": [e.to_dict() for e in reference.entries],
         }
     )
-
-
-def _canonical(value: object) -> bytes:
-    return json.dumps(
-        value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
-    ).encode("utf-8")
 
 
 def sign_reference(identity: Identity, reference: ReferenceList) -> bytes:
@@ -285,43 +253,13 @@ def _malformed(detail: str) -> Rejected:
     return Rejected("malformed-reference", detail)
 
 
-def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    result: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in result:
-            raise ValueError(f"key {key!r} appears twice")
-        result[key] = value
-    return result
-
-
-def _no_float(text: str) -> Any:
-    raise ValueError(f"number {text} is not an integer")
-
-
-def _exact_keys(data: object, keys: frozenset[str], what: str) -> dict[str, Any]:
-    if not isinstance(data, dict):
-        raise _malformed(f"{what} is not a JSON object")
-    missing, extra = keys - set(data), set(data) - keys
-    if missing:
-        raise _malformed(f"{what} lacks {sorted(missing)}")
-    if extra:
-        raise _malformed(f"{what} has unknown keys {sorted(extra)}")
-    return data
-
-
 def decode_reference(body: bytes, issuer: str) -> ReferenceList:
     """Parse a canonical body strictly; ``Rejected`` on anything else."""
     try:
-        text = body.decode("utf-8")
-        data = json.loads(
-            text,
-            object_pairs_hook=_no_duplicate_keys,
-            parse_float=_no_float,
-            parse_constant=_no_float,
-        )
-    except (ValueError, RecursionError) as exc:
+        data = strict_loads(body)
+    except ValueError as exc:
         raise _malformed(f"the body is not strict JSON in UTF-8: {exc}") from None
-    top = _exact_keys(data, _BODY_KEYS, "the body")
+    top = exact_keys(data, _BODY_KEYS, "the body", _malformed)
     if top["kind"] != KIND:
         raise _malformed(f"the body is a {top['kind']!r}, not {KIND!r}")
     if type(top["v"]) is not int or top["v"] != FORMAT_VERSION:
@@ -331,7 +269,7 @@ def decode_reference(body: bytes, issuer: str) -> ReferenceList:
     entries = []
     try:
         for number, raw_entry in enumerate(top["entries"]):
-            item = _exact_keys(raw_entry, _ENTRY_KEYS, f"entry {number}")
+            item = exact_keys(raw_entry, _ENTRY_KEYS, f"entry {number}", _malformed)
             entries.append(ApprovedIdentification(**item))
         reference = ReferenceList(issuer, top["serial"], top["issued_at"], tuple(entries))
     except DuplicateEntry as exc:

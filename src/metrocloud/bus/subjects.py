@@ -19,6 +19,8 @@ Subject map (``<m>`` meter id, ``<c>`` customer id, ``<p>`` billing period id,
     egress.results.<m>.<p>        storage -> display         results ready for receivers
     egress.display.fetch          receiver -> display        request/reply
     services.>                    third-party add-ons (never legal.>)
+    software.identify.<c>         monitor, download -> each legally relevant component
+    software.switch.<s>           download -> service: start again on the installed release
 """
 
 from __future__ import annotations
@@ -92,13 +94,33 @@ IDENTIFY = "software.identify"
 signed software identification (see :mod:`metrocloud.cloud.runtime`)."""
 
 
+SWITCH = "software.switch"
+"""Request subject prefix: ``software.switch.<service>`` tells a service to finish the
+messages it holds and start again on the code its install-root pointers name (only the
+download manager may publish it)."""
+
+TARIFF_PREFIX = "tariff-"
+
+
 def identify_subject(component: str) -> str:
+    """``software.identify.<component>``; a tariff program ``tariff-<name>`` answers on
+    ``software.identify.tariff.<name>`` so that legal subscribes to them all at once."""
+    if component.startswith(TARIFF_PREFIX):
+        return f"{IDENTIFY}.tariff.{component.removeprefix(TARIFF_PREFIX)}"
     return f"{IDENTIFY}.{component}"
 
 
-def _identifies(component: str) -> dict[str, Any]:
-    """What a legally relevant component needs to answer identification requests."""
-    return {"subscribe": (identify_subject(component),), "allow_responses": True}
+def switch_subject(service: str) -> str:
+    return f"{SWITCH}.{service}"
+
+
+def _identifies(component: str, *, updatable: bool = True) -> dict[str, Any]:
+    """What a legally relevant service needs to answer identification (and, if the download
+    manager updates it, switch) requests."""
+    subjects: tuple[str, ...] = (identify_subject(component),)
+    if updatable:
+        subjects += (switch_subject(component),)
+    return {"subscribe": subjects, "allow_responses": True}
 
 
 @dataclass(frozen=True)
@@ -143,6 +165,7 @@ ROLES: dict[str, Role] = {
             "legal",
             "legal",
             publish=("legal.results.>", "legal.log.legal", *_consume("LEGAL", "legal")),
+            extra_subscribe=(f"{IDENTIFY}.tariff.*",),  # its tariff programs answer, too
             **_identifies("legal"),
         ),
         Role(
@@ -168,13 +191,42 @@ ROLES: dict[str, Role] = {
                 "$JS.API.DIRECT.GET.EGRESS",
                 "legal.log.display",
             ),
-            subscribe=("egress.display.fetch", identify_subject("display")),
+            subscribe=(
+                "egress.display.fetch",
+                identify_subject("display"),
+                switch_subject("display"),
+            ),
             allow_responses=True,
         ),
+        # The download manager installs updates and tells services to switch to them.
+        Role(
+            "download",
+            "legal",
+            publish=(
+                "legal.log.download",
+                switch_subject("*"),
+                identify_subject("*"),
+                f"{IDENTIFY}.tariff.*",
+            ),
+            **_identifies("download", updatable=False),
+        ),
         # The authority's verification monitor asks components for their identification.
-        Role("monitor", "authority", publish=(identify_subject("*"),)),
+        # It logs each badge that changes (verification-failure / -success).
+        Role(
+            "monitor",
+            "authority",
+            publish=(identify_subject("*"), f"{IDENTIFY}.tariff.*", "legal.log.monitor"),
+        ),
         Role("thirdparty", "services", publish=("services.>",), subscribe=("services.>",)),
     )
 }
 
-SERVICE_ROLES: tuple[str, ...] = ("pki", "communication", "legal", "storage", "logbook", "display")
+SERVICE_ROLES: tuple[str, ...] = (
+    "pki",
+    "communication",
+    "legal",
+    "storage",
+    "logbook",
+    "display",
+    "download",
+)

@@ -30,7 +30,7 @@ from metrocloud.core.errors import ConfigurationError, MetrocloudError
 from metrocloud.pki import Pki, Role, SubCa
 
 MAX_PAYLOAD = 32 * 1024 * 1024
-HTTPS_SERVICES = frozenset({"pki", "logbook"})
+HTTPS_SERVICES = frozenset({"pki", "logbook", "download"})
 """The services that answer HTTPS on loopback (and so carry host names in their certificate)."""
 # Only legal does heavy FHE work; the others get one OpenMP thread each.
 THREADS = {"legal": "2"}
@@ -74,10 +74,13 @@ class Cluster:
         options: Mapping[str, Mapping[str, str]] | None = None,
         crl_refresh_s: float = CRL_REFRESH_S,
         witnesses: int = 2,
+        monitor: bool = True,
     ) -> None:
         self.data = DataDir(root)
         self.services = services
         self.witnesses = tuple(f"witness-{n}" for n in range(1, witnesses + 1))
+        self.monitor: tuple[str, ...] = ("monitor",) if monitor else ()
+        """The authority's verification monitor (started last, once there is a cloud)."""
         self.options = {k: dict(v) for k, v in (options or {}).items()}
         # Its TLS setup (certificates from the PKI) is given in start(), before it runs.
         self.server = EmbeddedNatsServer(root, max_payload=MAX_PAYLOAD)
@@ -96,7 +99,7 @@ class Cluster:
             for name in self.services:
                 https = name in HTTPS_SERVICES
                 ids.identity(name, Role.SERVICE, hosts=LOCAL_HOSTS if https else ())
-            for name in self.witnesses:  # the authority's nodes
+            for name in (*self.witnesses, *self.monitor):  # the authority's nodes
                 ids.identity(name, Role.AUTHORITY, hosts=LOCAL_HOSTS)
             # The bus: the server's identity and one client identity per role (mTLS only).
             self.server.tls = issue_server_tls(ids)
@@ -108,7 +111,8 @@ class Cluster:
             "nats_url": self.server.url,
             "crl_refresh_s": self.crl_refresh_s,
         }
-        for name in (*(n for n in self.services if n in HTTPS_SERVICES), *self.witnesses):
+        served = (*(n for n in self.services if n in HTTPS_SERVICES), *self.witnesses)
+        for name in (*served, *self.monitor):
             self.ports.setdefault(name, free_port())
             self.options.setdefault(name, {})["port"] = str(self.ports[name])
         for name in self.witnesses:
@@ -117,13 +121,18 @@ class Cluster:
             described["pki_url"] = self.pki_url
         if "logbook" in self.services:
             described["logbook_url"] = self.url("logbook")
+        if "download" in self.services:
+            described["download_url"] = self.url("download")
         described["witnesses"] = {name: self.url(name) for name in self.witnesses}
+        if self.monitor:
+            described["monitor_url"] = self.url("monitor")
         self.data.cluster_file.write_text(json.dumps(described))
         # The PKI first: the others fetch its CRLs as they start. Then the authority's
-        # witnesses, so the logbook finds them for its first head.
+        # witnesses, so the logbook finds them for its first head. The monitor last: it
+        # checks the others.
         first = tuple(n for n in self.services if n == "pki")
         rest = tuple(n for n in self.services if n not in first)
-        for group in (first, self.witnesses, rest):
+        for group in (first, self.witnesses, rest, self.monitor):
             for name in group:
                 self.spawn(name)
             self.wait_ready(group, timeout_s)
@@ -147,7 +156,7 @@ class Cluster:
 
     def spawn(self, name: str) -> None:
         (self.data.run / f"{name}.ready").unlink(missing_ok=True)
-        cmd = [sys.executable, "-m", "metrocloud.cloud.serve", name, "--data", str(self.data.root)]
+        cmd = [sys.executable, "-m", "metrocloud.cloud.boot", name, "--data", str(self.data.root)]
         for key, value in self.options.get(name, {}).items():
             cmd += ["--option", f"{key}={value}"]
         env = dict(os.environ, OMP_NUM_THREADS=THREADS.get(name, "1"))

@@ -29,6 +29,7 @@ from metrocloud.core.messages import (
     Transmission,
     seal,
 )
+from metrocloud.core.software import SoftwareId
 from metrocloud.fhe.context import (
     Ciphertext,
     deserialize_ciphertext,
@@ -185,13 +186,17 @@ class Legal(Service):
         r_bytes, r_dup_bytes = [serialize(c) for c in r], [serialize(c) for c in r_dup]
         if self._flip_r_of == close.meter:
             r_bytes[0] = flip_bytes(r_bytes[0])
+        # The identification shown for the program as this process loaded it, not as the
+        # file on disk reads now.
+        loaded = self.components[f"tariff-{program.name}"].identification
+        tariff = SoftwareId(program.name, loaded.version, loaded.checksum).to_dict()
         result = TariffResult(
             meter=close.meter,
             customer=close.customer,
             period_start=close.period_start,
             period_end=close.period_end,
             transmissions=close.transmissions,
-            tariff=program.software_id.to_dict(),
+            tariff=tariff,
             tariff_config_digest=program.config_digest,
             registers=program.tariff_registers,
             block=close.block,
@@ -211,7 +216,7 @@ class Legal(Service):
                 "step": "read-out",
                 "period": close.period_id,
                 "transmissions": close.transmissions,
-                "tariff": program.software_id.to_dict(),
+                "tariff": tariff,
             },
             event_id=f"readout-{close.meter}-{close.period_id}",
         )

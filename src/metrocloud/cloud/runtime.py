@@ -29,7 +29,7 @@ from nats.js import JetStreamContext
 from metrocloud.bus.connect import connect, tls_credentials
 from metrocloud.bus.server import Credentials, bus_identity_name
 from metrocloud.bus.streams import fetch, pull
-from metrocloud.bus.subjects import identify_subject
+from metrocloud.bus.subjects import identify_subject, switch_subject
 from metrocloud.core.clock import now_iso
 from metrocloud.core.errors import Rejected
 from metrocloud.core.events import EventKind, LogEvent
@@ -119,6 +119,15 @@ class DataDir:
         keys = FileKeyStore(self.identities, self.passphrase())
         return IdentityStore(self.identities, keys, trust, pki=pki)
 
+    def issue_identity(self, name: str, role: Role) -> Identity:
+        """Identity ``name`` of ``role``, issued from the folder's PKI if it is new (the
+        embedded setup's way to equip an authority, a manufacturer, a test gateway)."""
+        pki = self.open_pki()
+        try:
+            return self.identities_store(pki).identity(name, role)
+        finally:
+            pki.close()
+
     @property
     def cluster_file(self) -> Path:
         return self.root / "cluster.json"
@@ -175,13 +184,22 @@ class Service(ABC):
         self.js: JetStreamContext | None = None
         self._stop = asyncio.Event()
         self._refresher: asyncio.Future[None] | None = None
+        self.restart_requested = False
+        """Set when the service stopped to start again on new code."""
 
     @functools.cached_property
-    def software(self) -> LoadedComponent | None:
-        """This component's legally relevant code as loaded, if it is legally relevant."""
-        from metrocloud.cloud.software import load  # the table names this very module
+    def components(self) -> dict[str, LoadedComponent]:
+        """The legally relevant components this process runs, as loaded: the service's own
+        and, for legal, its tariff programs."""
+        from metrocloud.cloud.software import hosted_by, load  # the table names this module
 
-        return load(self.name)
+        found = {name: load(name) for name in hosted_by(self.name)}
+        return {name: loaded for name, loaded in found.items() if loaded is not None}
+
+    @property
+    def software(self) -> LoadedComponent | None:
+        """This service's own legally relevant code as loaded, if it is legally relevant."""
+        return self.components.get(self.name)
 
     @functools.cached_property
     def store(self) -> Store:
@@ -195,27 +213,45 @@ class Service(ABC):
                 url, self.data.credentials(self.role), name=self.name, role=self.role
             )
             self.js = self.nc.jetstream(timeout=30.0)
-            if self.software is not None:
-                await self.nc.subscribe(identify_subject(self.name), cb=self.identify)
+            for name, loaded in self.components.items():
+                await self.nc.subscribe(
+                    identify_subject(name), cb=functools.partial(self.identify, loaded)
+                )
+            if self.updatable:
+                await self.nc.subscribe(switch_subject(self.name), cb=self.switch)
         pki_url = self.data.cluster().get("pki_url")
         if pki_url and self.checks_certificates:
             self._refresher = asyncio.ensure_future(self.refresh_crls(str(pki_url)))
 
-    async def identify(self, msg: Msg) -> None:
+    @property
+    def updatable(self) -> bool:
+        """Whether the download manager may tell this service to switch to new code."""
+        from metrocloud.cloud.software import UPDATABLE_HOSTS
+
+        return self.uses_bus and self.name in UPDATABLE_HOSTS
+
+    async def identify(self, loaded: LoadedComponent, msg: Msg) -> None:
         """Answer an identification request: what was loaded, and what changed on disk since,
         signed with this service's identity."""
-        assert self.software is not None
-        ident = self.software.identification
+        ident = loaded.identification
         report = SoftwareReport(
             component=ident.component,
             instance_id=ident.instance_id,
             name=ident.name,
             version=ident.version,
             checksum=ident.checksum,
-            changed=self.software.changed_modules(),
+            changed=loaded.changed_modules(),
             sent_at=now_iso(),
         )
         await msg.respond(seal(self.identity, report))
+
+    async def switch(self, msg: Msg) -> None:
+        """The download manager installed new code: finish the messages held, acknowledge
+        them, and start again (:mod:`metrocloud.cloud.serve` re-executes the process)."""
+        _log.info("%s: switching to the installed release", self.name)
+        self.restart_requested = True
+        await msg.respond(b"switching")
+        await self.stop()
 
     @property
     def ready(self) -> bool:

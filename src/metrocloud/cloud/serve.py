@@ -1,4 +1,5 @@
-"""Run one cloud service in this process: ``python -m metrocloud.cloud.serve NAME --data DIR``."""
+"""Run one cloud service in this process (started as ``python -m metrocloud.cloud.boot NAME
+--data DIR``, which loads the installed releases first)."""
 
 from __future__ import annotations
 
@@ -10,36 +11,48 @@ import re
 import signal
 from pathlib import Path
 
+from metrocloud.authority.monitor_service import MonitorService
 from metrocloud.authority.witness import WitnessService
 from metrocloud.cloud.communication import Communication
 from metrocloud.cloud.display import Display
+from metrocloud.cloud.download import Download
 from metrocloud.cloud.legal import Legal
 from metrocloud.cloud.logbook import Logbook
 from metrocloud.cloud.pki import PkiService
 from metrocloud.cloud.runtime import DataDir, Service
 from metrocloud.cloud.storage import Storage
+from metrocloud.download.manager import install_root
 
 SERVICES: dict[str, type[Service]] = {
-    s.name: s for s in (PkiService, Communication, Legal, Storage, Logbook, Display)
+    s.name: s for s in (PkiService, Communication, Legal, Storage, Logbook, Display, Download)
 }
 WITNESS = re.compile(r"witness-[1-9][0-9]*")
 """Process names of the authority's witnesses (``witness-1``, ``witness-2``, ...)."""
+MONITOR = MonitorService.name
+"""Process name of the authority's verification monitor."""
 
 
 def service_class(name: str) -> type[Service]:
     if WITNESS.fullmatch(name):
         return WitnessService
+    if name == MONITOR:
+        return MonitorService
     return SERVICES[name]
 
 
 def process_name(name: str) -> str:
-    """``name`` if it names a service or a witness; ``ArgumentTypeError`` otherwise."""
-    if name in SERVICES or WITNESS.fullmatch(name):
+    """``name`` if it names a service, a witness or the monitor; ``ArgumentTypeError``
+    otherwise."""
+    if name in SERVICES or name == MONITOR or WITNESS.fullmatch(name):
         return name
-    raise argparse.ArgumentTypeError(f"{name!r}: one of {sorted(SERVICES)} or witness-N")
+    raise argparse.ArgumentTypeError(f"{name!r}: one of {sorted(SERVICES)}, {MONITOR} or witness-N")
 
 
-async def run_service(name: str, data: DataDir, options: dict[str, str]) -> None:
+async def run_service(name: str, data: DataDir, options: dict[str, str]) -> Service:
+    """Run one service until it stops; the service is returned (did it ask to restart?).
+
+    Once it is ready, the releases it runs on trial are kept (see
+    :mod:`metrocloud.cloud.boot`): the new code has started well."""
     service = service_class(name)(data, options)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -49,6 +62,9 @@ async def run_service(name: str, data: DataDir, options: dict[str, str]) -> None
     async def mark_ready() -> None:
         while not service.ready:
             await asyncio.sleep(0.05)
+        root = install_root(data.root)
+        for component in root.on_trial(name):
+            root.commit(component)
         ready.write_text(str(os.getpid()))
 
     marker = asyncio.ensure_future(mark_ready())
@@ -57,9 +73,10 @@ async def run_service(name: str, data: DataDir, options: dict[str, str]) -> None
     finally:
         marker.cancel()
         ready.unlink(missing_ok=True)
+    return service
 
 
-def main(argv: list[str] | None = None) -> None:
+def main(argv: list[str] | None = None) -> Service:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("name", type=process_name)
     parser.add_argument("--data", type=Path, required=True)
@@ -70,7 +87,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     logging.getLogger("httpx").setLevel(logging.WARNING)
     options = dict(o.split("=", 1) for o in args.option)
-    asyncio.run(run_service(args.name, DataDir(args.data), options))
+    return asyncio.run(run_service(args.name, DataDir(args.data), options))
 
 
 if __name__ == "__main__":

@@ -133,7 +133,7 @@ def _software_id(value: Any) -> None:
             raise _Invalid(f"{key} {exc}") from None
 
 
-def _old_software_id(value: Any) -> None:
+def _optional_software_id(value: Any) -> None:
     if value is not None:
         _software_id(value)
 
@@ -163,8 +163,8 @@ def _iso_time(value: Any) -> None:
 _FIELDS: dict[EventKind, dict[str, _Check]] = {
     EventKind.SOFTWARE_UPDATE: {
         "component": _text,
-        "old": _old_software_id,
-        "new": _software_id,
+        "old": _optional_software_id,
+        "new": _optional_software_id,
         "result": _one_of(UPDATE_RESULTS),
         "by": _text,
         "reason": _text,
@@ -254,6 +254,8 @@ def _check_consistency(kind: EventKind, subject: str, detail: Mapping[str, Any])
     result = detail.get("result")
     if kind is EventKind.SOFTWARE_UPDATE and result != "installed" and "reason" not in detail:
         raise bad("reason", f"is missing (required when the result is {result!r})")
+    if kind is EventKind.SOFTWARE_UPDATE and result != "refused" and detail["new"] is None:
+        raise bad("new", f"is missing (only a refused package may lack one, not {result!r})")
     if kind is EventKind.FUNCTIONALITY_CHECK:
         checks, failures = detail["checks"], detail["failures"]
         if failures > checks:
@@ -338,7 +340,7 @@ def software_update_event(
     actor: str,
     component: str,
     old: SoftwareId | None,
-    new: SoftwareId,
+    new: SoftwareId | None,
     result: UpdateResult,
     by: str,
     reason: str | None = None,
@@ -347,11 +349,12 @@ def software_update_event(
     event_id: str | None = None,
 ) -> LogEvent:
     """Software of ``component`` updated from ``old`` (None: first install) to ``new``,
-    pushed by ``by`` (the manufacturer certificate's CN); ``reason`` unless installed."""
+    pushed by ``by`` (the manufacturer certificate's CN); ``reason`` unless installed.
+    ``new`` is None only for a refused package whose identification could not be read."""
     detail: dict[str, Any] = {
         "component": component,
         "old": None if old is None else old.to_dict(),
-        "new": new.to_dict(),
+        "new": None if new is None else new.to_dict(),
         "result": result,
         "by": by,
     }

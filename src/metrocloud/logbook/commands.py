@@ -159,11 +159,7 @@ def embedded_setup(data: Path, reader: str = "auditor", state: Path | None = Non
     folder = DataDir(data)
     try:
         cluster = folder.cluster()
-        pki = folder.open_pki()
-        try:
-            identity = folder.identities_store(pki).identity(reader, Role.AUTHORITY)
-        finally:
-            pki.close()
+        identity = folder.issue_identity(reader, Role.AUTHORITY)
     except (OSError, ValueError, KeyError, MetrocloudError) as exc:
         console.print(f"[red]not verified:[/] no running cloud in {data}: {exc}")
         raise typer.Exit(1) from None
