@@ -22,10 +22,12 @@ from metrocloud.cloud.cluster import Cluster
 from metrocloud.cloud.software import identify_all
 from metrocloud.core.errors import MetrocloudError
 from metrocloud.download import commands as update_commands
+from metrocloud.field.channel import ChannelConfig
 from metrocloud.logbook import commands as logbook_commands
 from metrocloud.logbook.commands import embedded_setup, run_audit
 from metrocloud.pki import commands as pki_commands
 from metrocloud.tariffs import PROGRAMS
+from metrocloud.testbed import commands as testbed_commands
 from metrocloud.testbed.pipeline import MeterOutcome, Pipeline, PipelineConfig
 
 app = typer.Typer(add_completion=False, help="A secure cloud for legally controlled meters.")
@@ -33,6 +35,7 @@ app.add_typer(pki_commands.app, name="pki")
 app.add_typer(logbook_commands.app, name="logbook")
 app.add_typer(authority_commands.app, name="authority")
 app.add_typer(update_commands.app, name="update")
+app.add_typer(testbed_commands.app, name="testbed")
 console = Console()
 
 
@@ -143,10 +146,20 @@ def demo(
     data: Annotated[
         Path | None, typer.Option(help="Keep the data folder here (default: temporary).")
     ] = None,
+    radio: Annotated[
+        bool,
+        typer.Option(
+            help="Meters send wireless M-Bus telegrams (AES-128) through a simulated, lossy "
+            "radio channel to the smart meter gateway."
+        ),
+    ] = False,
 ) -> None:
     """Start the cloud, bill one period of simulated meters end to end, verify, stop."""
     try:
-        config = PipelineConfig(meters=meters, days=days, tariff=tariff, seed=seed)
+        channel = ChannelConfig.realistic() if radio else None
+        config = PipelineConfig(
+            meters=meters, days=days, tariff=tariff, seed=seed, radio=radio, channel=channel
+        )
         config.program()
         if data is not None and data.exists() and any(data.iterdir()):
             raise ValueError(
@@ -200,6 +213,17 @@ async def run_demo(cluster: Cluster, config: PipelineConfig) -> tuple[list[Meter
     with console.status("generating customer keys (each receiver its own) …"):
         pipeline.provision()
         await pipeline.register_keys()
+    if config.radio:
+        with console.status("meters → radio channel → smart meter gateway …"):
+            stats = pipeline.measure()
+        assert stats is not None and pipeline.network is not None
+        lost = pipeline.network.channel.stats.lost
+        refused = {k: v for k, v in sorted(stats.outcomes.items()) if k != "accepted"}
+        console.print(
+            f"radio: {stats.sent:,} telegrams sent, {lost:,} lost on the air, "
+            f"{stats.accepted:,} accepted by the gateway, refused: {refused or 'none'}; "
+            "readings that never arrived go to the error register"
+        )
     messages = [m for meter in pipeline.meter_ids for m in pipeline.uploads(meter)]
     with Progress(
         TextColumn("{task.description}"),

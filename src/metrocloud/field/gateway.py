@@ -13,12 +13,13 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 from metrocloud.core.clock import BillingPeriod, now_iso
 from metrocloud.core.messages import PeriodClose, Transmission, seal
 from metrocloud.fhe.context import Encryptor
 from metrocloud.fhe.packing import Interval
-from metrocloud.field.meter import Meter, MeterStatus, Reading
+from metrocloud.field.meter import MeterStatus, Reading
 from metrocloud.pki import Identity
 from metrocloud.tariffs.base import TariffProgram
 
@@ -44,11 +45,25 @@ def derive_intervals(
     return out
 
 
+class ReadingSource(Protocol):
+    """Where a gateway gets a meter's register readings: a simulated :class:`Meter` read
+    directly, or the readings a smart meter gateway received in the meter's telegrams
+    (:class:`metrocloud.field.smgw.ReceivedReadings`)."""
+
+    @property
+    def meter_id(self) -> str: ...
+
+    @property
+    def max_interval_wh(self) -> int: ...
+
+    def readings(self, start_index: int, count: int) -> list[Reading]: ...
+
+
 @dataclass
 class MeterBinding:
     """A meter as its gateway knows it: its customer, their public key and their tariff."""
 
-    meter: Meter
+    meter: ReadingSource
     customer_id: str
     encryptor: Encryptor
     program: TariffProgram
@@ -80,14 +95,18 @@ class Gateway:
         self.meters: dict[str, MeterBinding] = {}
 
     def attach(
-        self, meter: Meter, customer_id: str, encryptor: Encryptor, program: TariffProgram
+        self,
+        meter: ReadingSource,
+        customer_id: str,
+        encryptor: Encryptor,
+        program: TariffProgram,
     ) -> None:
         self.meters[meter.meter_id] = MeterBinding(meter, customer_id, encryptor, program)
 
     def intervals(self, meter_id: str, first_index: int, count: int) -> list[Interval]:
         meter = self.meters[meter_id].meter
         readings = meter.readings(first_index - 1, count + 1)
-        return derive_intervals(readings[0], readings[1:], meter.config.max_interval_wh)
+        return derive_intervals(readings[0], readings[1:], meter.max_interval_wh)
 
     def chunks(self, meter_id: str, period: BillingPeriod) -> list[tuple[int, int]]:
         program = self.meters[meter_id].program

@@ -24,6 +24,7 @@ index_time(i))`` and the profile is evaluated at that interval's midpoint.
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Final
 
@@ -31,7 +32,14 @@ from metrocloud.core.clock import EPOCH, READINGS_PER_DAY
 
 HOUSEHOLD: Final = "household"
 COMMERCIAL: Final = "commercial"
-PROFILES: Final[tuple[str, ...]] = (HOUSEHOLD, COMMERCIAL)
+GAS_HEATING: Final = "gas-heating"
+WATER: Final = "water"
+DISTRICT_HEAT: Final = "district-heat"
+PROFILES: Final[tuple[str, ...]] = (HOUSEHOLD, COMMERCIAL, GAS_HEATING, WATER, DISTRICT_HEAT)
+"""Electricity (household, commercial) and the other media of the testbed: gas for space
+heating and hot water, domestic water, and district heat. For the other media the unit
+follows the register (litres of gas or water, Wh of heat), ``annual_kwh`` read as thousands
+of it."""
 
 DEFAULT_ANNUAL_KWH: Final = 3500.0
 
@@ -42,7 +50,13 @@ _SEASON_PEAK_DAY: Final = 14.0
 #: Weekday of the clock's epoch (2020-01-01 was a Wednesday; Monday = 0).
 _EPOCH_WEEKDAY: Final = EPOCH.weekday()
 #: Seasonal amplitude per profile.
-_SEASON_AMPLITUDE: Final[dict[str, float]] = {HOUSEHOLD: 0.2, COMMERCIAL: 0.1}
+_SEASON_AMPLITUDE: Final[dict[str, float]] = {
+    HOUSEHOLD: 0.2,
+    COMMERCIAL: 0.1,
+    GAS_HEATING: 0.8,  # heating dominates: little but hot water in summer
+    WATER: 0.1,
+    DISTRICT_HEAT: 0.75,
+}
 
 
 def _bump(hour: float, centre: float, width: float) -> float:
@@ -84,12 +98,33 @@ def _commercial(hour: float, weekend: bool) -> float:
     return 0.30 + 2.2 * open_hours - 0.25 * _bump(hour, 12.5, 0.6)
 
 
+def _heating(hour: float, weekend: bool) -> float:
+    # Night set-back, a morning warm-up, an evening peak; later at weekends.
+    morning = 8.0 if weekend else 6.5
+    return 0.45 + 0.9 * _bump(hour, morning, 1.2) + 0.6 * _bump(hour, 18.5, 2.5)
+
+
+def _water(hour: float, weekend: bool) -> float:
+    # Showers in the morning, cooking and washing in the evening; almost none at night.
+    morning = 9.0 if weekend else 7.0
+    return (
+        0.05
+        + 1.2 * _bump(hour, morning, 1.0)
+        + 0.4 * _bump(hour, 12.5, 1.2)
+        + (0.8 * _bump(hour, 19.5, 1.5))
+    )
+
+
 def daily_shape(profile: str, hour: float, weekend: bool) -> float:
     """Unscaled relative demand of ``profile`` at local (= UTC) ``hour`` in ``[0, 24)``."""
     if profile == HOUSEHOLD:
         return _household(hour, weekend)
     if profile == COMMERCIAL:
         return _commercial(hour, weekend)
+    if profile in (GAS_HEATING, DISTRICT_HEAT):
+        return _heating(hour, weekend)
+    if profile == WATER:
+        return _water(hour, weekend)
     raise ValueError(f"profile must be one of {', '.join(PROFILES)}, not {profile!r}")
 
 
@@ -104,6 +139,15 @@ def seasonal_factor(profile: str, days_since_epoch: float) -> float:
 def is_weekend(day_since_epoch: int) -> bool:
     """Whether the UTC day with this number (0 = 2020-01-01) is a Saturday or Sunday."""
     return (_EPOCH_WEEKDAY + day_since_epoch) % 7 >= 5
+
+
+@functools.cache
+def _sampled(profile: str, *, weekend: bool) -> tuple[float, ...]:
+    """A daily shape at each quarter hour's midpoint (the same for every meter)."""
+    return tuple(
+        daily_shape(profile, (q + 0.5) * 24.0 / READINGS_PER_DAY, weekend)
+        for q in range(READINGS_PER_DAY)
+    )
 
 
 class LoadProfile:
@@ -122,14 +166,8 @@ class LoadProfile:
         self.profile = profile
         self.annual_kwh = float(annual_kwh)
         # The daily shapes, sampled at each quarter hour's midpoint.
-        self._weekday = tuple(
-            daily_shape(profile, (q + 0.5) * 24.0 / READINGS_PER_DAY, False)
-            for q in range(READINGS_PER_DAY)
-        )
-        self._weekend = tuple(
-            daily_shape(profile, (q + 0.5) * 24.0 / READINGS_PER_DAY, True)
-            for q in range(READINGS_PER_DAY)
-        )
+        self._weekday = _sampled(profile, weekend=False)
+        self._weekend = _sampled(profile, weekend=True)
         # The seasonal factor averages to 1 over a year, so an average quarter hour is worth
         # the 5:2 weekday/weekend mix of the daily shapes.
         mean_shape = (5.0 * sum(self._weekday) + 2.0 * sum(self._weekend)) / (

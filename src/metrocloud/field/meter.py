@@ -147,10 +147,18 @@ class Meter:
         )
         # _checkpoints[k] is the register at origin_index + k * _CHECKPOINT_EVERY.
         self._checkpoints: list[int] = [config.start_register_wh]
+        # The last register asked for, so that stepping through the readings costs one
+        # interval each.
+        self._last: tuple[int, int] | None = None
 
     @property
     def meter_id(self) -> str:
         return self.config.meter_id
+
+    @property
+    def max_interval_wh(self) -> int:
+        """The most one quarter hour may add to the register; a larger jump is an error."""
+        return self.config.max_interval_wh
 
     # -- per-interval randomness ------------------------------------------------------------
 
@@ -218,7 +226,17 @@ class Meter:
 
     def register_at(self, index: int) -> int:
         """Cumulative register (Wh) at the reading with this index."""
+        last = self._last
+        if last is not None and type(index) is int and index == last[0] + 1:  # one step on
+            register = last[1] + self._interval(index)[0]
+            self._last = (index, register)
+            return register
         self._check_index(index)
+        register = self._register_at(index)
+        self._last = (index, register)
+        return register
+
+    def _register_at(self, index: int) -> int:
         origin = self.config.origin_index
         k, rest = divmod(index - origin, _CHECKPOINT_EVERY)
         register = self._checkpoint(k)
@@ -229,6 +247,11 @@ class Meter:
 
     def reading(self, index: int) -> Reading:
         """The reading at ``index``."""
+        last = self._last
+        if last is not None and type(index) is int and index == last[0] + 1:
+            wh, status = self._interval(index)  # one draw for register and status
+            self._last = (index, last[1] + wh)
+            return Reading(self.meter_id, index, last[1] + wh, status)
         return Reading(self.meter_id, index, self.register_at(index), self.status_at(index))
 
     def readings(self, start_index: int, count: int) -> list[Reading]:
