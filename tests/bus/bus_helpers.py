@@ -83,6 +83,15 @@ async def collect(nc: Client, subject: str) -> list[Msg]:
     return got
 
 
+async def arrived(got: list[Msg], count: int, timeout_s: float = 10.0) -> list[Msg]:
+    """Wait until ``got`` (from :func:`collect`) holds ``count`` messages, or the timeout;
+    for deliveries that must come (a loaded machine may take longer than :func:`settle`)."""
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    while len(got) < count and asyncio.get_running_loop().time() < deadline:
+        await asyncio.sleep(0.02)
+    return got
+
+
 async def settle(*clients: Client, delay_s: float = 0.2) -> None:
     """Flush every client (round trip to the server), then leave time for deliveries."""
     for nc in clients:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from bus_helpers import collect, open_bus, settle
+from bus_helpers import arrived, collect, open_bus, settle
 from nats.aio.msg import Msg
 
 from metrocloud.bus.server import EmbeddedNatsServer
@@ -188,7 +188,8 @@ def test_thirdparty_stays_in_services(server: EmbeddedNatsServer) -> None:
             seen = await collect(tp, "services.>")
             await storage.publish("services.export.m1", b"export")
             await tp.publish("services.addon.x", b"own")
-            await settle(storage, tp)
+            await arrived(seen, 2)
+            await settle(storage, tp)  # and nothing more
             assert sorted(m.subject for m in seen) == ["services.addon.x", "services.export.m1"]
             assert bus.violations() == {}
 

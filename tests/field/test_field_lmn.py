@@ -11,6 +11,8 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from lmn_keys import OTHER_SIGNER, PUBLIC_DER, SIGNER, aes_key
 
 from metrocloud.core.clock import index_time
@@ -20,6 +22,7 @@ from metrocloud.field.lmn import (
     Credentials,
     LmnReading,
     address_of,
+    general_telegram,
     read_frame,
     sensor_telegram,
 )
@@ -391,3 +394,39 @@ def test_ecdsa_meter_needs_its_private_key() -> None:
     s = make(Medium.ELECTRICITY, Security.ECDSA)
     with pytest.raises(ValueError):
         sensor_telegram(s, INDEX, 0)
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    medium=st.sampled_from(list(Medium)),
+    aes=st.booleans(),
+    seed=st.integers(0, 10_000),
+    steps=st.lists(st.integers(0, 3000), min_size=1, max_size=6),
+    access=st.integers(0, 1000),
+    jump=st.one_of(st.none(), st.integers(0, 10**9)),
+    new_key=st.one_of(st.none(), st.binary(min_size=16, max_size=16)),
+)
+def test_the_fast_path_writes_the_general_encoders_bytes(
+    medium: Medium,
+    aes: bool,
+    seed: int,
+    steps: list[int],
+    access: int,
+    jump: int | None,
+    new_key: bytes | None,
+) -> None:
+    security = Security.AES if aes else Security.NONE
+    config = SensorConfig(
+        f"{seed:08d}", medium, seed=seed, security=security, key=aes_key(str(seed)) if aes else None
+    )
+    fast, general = Sensor(config), Sensor(config)
+    for sensor in (fast, general):
+        if jump is not None:
+            sensor.set_register(INDEX, jump)
+        if new_key is not None and aes:
+            sensor.change_key(new_key)
+    for n, step in enumerate(sorted(steps)):
+        index = DEFAULT_ORIGIN_INDEX + step
+        assert sensor_telegram(fast, index, access + n) == general_telegram(
+            general, index, access + n
+        )

@@ -156,10 +156,14 @@ class Cluster:
         # checks the others.
         first = tuple(n for n in self.services if n == "pki")
         rest = tuple(n for n in self.services if n not in first)
-        for group in (first, self.witnesses, rest, self.monitor):
-            for name in group:
-                self.spawn(name)
-            self.wait_ready(group, timeout_s)
+        try:
+            for group in (first, self.witnesses, rest, self.monitor):
+                for name in group:
+                    self.spawn(name)
+                self.wait_ready(group, timeout_s)
+        except BaseException:  # a start that fails leaves nothing running behind
+            self.stop()
+            raise
 
     def url(self, name: str) -> str:
         """Where HTTPS service ``name`` answers (its certificate chains to ``pki/root.pem``)."""

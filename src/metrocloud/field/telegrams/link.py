@@ -74,10 +74,15 @@ def encode_wmbus(
     if not 0 <= telegram.c_field <= 0xFF:
         raise ValueError(f"C-field is one byte, not {telegram.c_field}")
     app = encode_application(telegram, telegram.address, key, signer)
+    return frame_wmbus(telegram.c_field, telegram.address, app, crc=crc)
+
+
+def frame_wmbus(c_field: int, address: MeterAddress, app: bytes, *, crc: bool = True) -> bytes:
+    """The frame format A around already encoded application bytes (CI field onwards)."""
     length = FIRST_BLOCK - 1 + len(app)
     if length > MAX_L:
         raise ValueError(f"telegram of L = {length} exceeds 255")
-    body = bytes((length, telegram.c_field)) + telegram.address.wire() + app
+    body = bytes((length, c_field)) + address.wire() + app
     if not crc:
         return body
     split, framed, blocks = _layout(length)
