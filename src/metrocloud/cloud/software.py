@@ -11,6 +11,7 @@ program leaves the legal service's identification as it was.
 from __future__ import annotations
 
 import dataclasses
+import functools
 
 from metrocloud.core.software import LegalComponent, LoadedComponent, SoftwareIdentification
 from metrocloud.download.installroot import active_version
@@ -151,14 +152,23 @@ def exclusive_modules(component: str) -> frozenset[str]:
 
 def tariff_components() -> dict[str, LegalComponent]:
     """One component per tariff program (imported here, not by services that bill nothing)."""
+    return dict(_tariff_components())
+
+
+@functools.cache
+def _tariff_components() -> tuple[tuple[str, LegalComponent], ...]:
+    """Built once per process: the identification check looks tariff programs up often."""
     from metrocloud.tariffs import PROGRAMS
 
-    return {
-        f"tariff-{p.name}": LegalComponent(
-            f"tariff-{p.name}", f"metrocloud-tariff-{p.name}", p.version, p.code_modules
+    return tuple(
+        (
+            f"tariff-{p.name}",
+            LegalComponent(
+                f"tariff-{p.name}", f"metrocloud-tariff-{p.name}", p.version, p.code_modules
+            ),
         )
         for p in PROGRAMS.values()
-    }
+    )
 
 
 def all_components() -> dict[str, LegalComponent]:

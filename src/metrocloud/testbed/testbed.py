@@ -31,6 +31,7 @@ from metrocloud.core.events import EventKind
 from metrocloud.core.http import open_http
 from metrocloud.field.channel import ChannelConfig
 from metrocloud.field.network import FieldNetwork
+from metrocloud.field.sensors import Sensor
 from metrocloud.field.smgw import AUDIENCES, Audience
 from metrocloud.pki import Role
 from metrocloud.pki.client import PkiClient
@@ -139,7 +140,7 @@ class Testbed:
             raise TestbedError("the testbed is not started")
         return self.cluster, self.pipeline, self.pipeline.network
 
-    def _sensor_of(self, meter_id: str) -> Any:
+    def _sensor_of(self, meter_id: str) -> Sensor:
         _, _, network = self._running()
         try:
             return network.sensors[meter_id]
