@@ -62,10 +62,12 @@ $(STAMP): pyproject.toml scripts/find-python
 	exit 1
 
 # SoftHSM2 (Debian's softhsm2) is the PKCS#11 token of the PKI tests, Chromium (Debian's
-# chromium) the headless browser of the page tests; each installed if missing.
+# chromium) the headless browser of the page tests, PostgreSQL 15 (Debian's postgresql-15)
+# the database of the distributed mode and its tests; each installed if missing.
 setup: $(STAMP)
 	@scripts/ensure-softhsm
 	@scripts/ensure-chromium
+	@scripts/ensure-postgres
 
 demo: setup
 	$(VENV)/bin/metrocloud demo

@@ -18,6 +18,7 @@ Usage: ``python bench/field_network.py [--meters N] [--quarters Q]``.
 from __future__ import annotations
 
 import argparse
+import gc
 import time
 
 from benchlib import machine
@@ -31,6 +32,7 @@ MEDIA = tuple(Medium)
 
 
 def run(meters: int, quarters: int, channel: ChannelConfig | None) -> tuple[float, FieldNetwork]:
+    gc.collect()  # start each run from a clean heap (a previous run's garbage is not its own)
     gateway = SmartMeterGateway("gw-bench")
     sensors = []
     for n in range(meters):
@@ -59,6 +61,7 @@ def main() -> None:
         seconds, network = run(args.meters, args.quarters, channel)
         stats = network.stats
         lost = network.channel.stats.lost_by_cause()
+        del network  # its gateway's readings must not burden the next run's collector
         print(
             f"{name:<10} {stats.sent / seconds:9,.0f} telegrams/s   sent {stats.sent:,}, "
             f"received {stats.received:,}, accepted {stats.accepted:,}; refused "

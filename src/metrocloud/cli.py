@@ -18,11 +18,13 @@ from rich.table import Table
 
 from metrocloud import __version__
 from metrocloud.authority import commands as authority_commands
+from metrocloud.cloud import commands as cloud_commands
 from metrocloud.cloud.cluster import Cluster
 from metrocloud.cloud.software import identify_all
 from metrocloud.core.errors import MetrocloudError
 from metrocloud.download import commands as update_commands
 from metrocloud.field.channel import ChannelConfig
+from metrocloud.field.sensors import Medium
 from metrocloud.logbook import commands as logbook_commands
 from metrocloud.logbook.commands import embedded_setup, run_audit
 from metrocloud.pki import commands as pki_commands
@@ -36,6 +38,7 @@ app.add_typer(logbook_commands.app, name="logbook")
 app.add_typer(authority_commands.app, name="authority")
 app.add_typer(update_commands.app, name="update")
 app.add_typer(testbed_commands.app, name="testbed")
+app.command("serve")(cloud_commands.serve)
 console = Console()
 
 
@@ -48,7 +51,7 @@ def up(
     """Start the broker and every service; keep running until Ctrl-C."""
     cluster = Cluster(data)
     cluster.start()
-    console.print(f"metrocloud is up: broker {cluster.server.url}, data in {data.resolve()}")
+    console.print(f"metrocloud is up: broker {cluster.bus_url}, data in {data.resolve()}")
     for name, proc in cluster.processes.items():
         answers = f"  {cluster.url(name)}" if name in cluster.ports else ""
         console.print(f"  {name:<14} pid {proc.pid}{answers}")
@@ -113,28 +116,45 @@ def failure(o: MeterOutcome) -> str:
     return o.verdict.reason if not o.verdict.verified else "bill differs from the reference"
 
 
-def outcome_table(outcomes: list[MeterOutcome], tariff: str) -> Table:
+def consumption(o: MeterOutcome, medium: Medium) -> str:
+    """The period's total register in thousands of the medium's unit (kWh, m³)."""
+    unit = "kWh" if medium.unit == "Wh" else "m³"
+    return f"{o.reference.total_register_wh / 1000:,.3f} {unit}"
+
+
+def outcome_table(
+    outcomes: list[MeterOutcome], tariff: str, media: dict[str, Medium] | None = None
+) -> Table:
     table = Table(title=f"Billing period, tariff {tariff}")
     for col in (
         "meter",
         "customer",
-        "energy kWh",
+        "consumption",
         "bill (FHE) €",
         "bill (reference) €",
         "verified",
     ):
-        table.add_column(col, justify="right" if "€" in col or "kWh" in col else "left")
+        table.add_column(col, justify="right" if "€" in col or col == "consumption" else "left")
     for o in outcomes:
         regs = o.verdict.registers
         table.add_row(
             o.meter_id,
             o.customer_id,
-            f"{o.reference.total_register_wh / 1000:,.3f}",
+            consumption(o, (media or {}).get(o.meter_id, Medium.ELECTRICITY)),
             f"{regs.bill_euro:,.4f}" if regs else "—",
             f"{o.reference.bill_euro:,.4f}",
             "[green]yes" if o.ok else f"[red]no: {failure(o)}",
         )
     return table
+
+
+def parse_media(given: str) -> tuple[Medium, ...]:
+    names = [m.strip() for m in given.split(",") if m.strip()]
+    known = [m.value for m in Medium]
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        raise ValueError(f"unknown medium {', '.join(unknown)}; known: {', '.join(known)}")
+    return tuple(Medium(n) for n in names)
 
 
 @app.command()
@@ -153,13 +173,21 @@ def demo(
             "radio channel to the smart meter gateway."
         ),
     ] = False,
+    media: Annotated[
+        str,
+        typer.Option(
+            help="With --radio: what the meters measure, in turn (comma-separated: "
+            "electricity, gas, water, heat)."
+        ),
+    ] = "electricity",
 ) -> None:
     """Start the cloud, bill one period of simulated meters end to end, verify, stop."""
     try:
         channel = ChannelConfig.realistic() if radio else None
         config = PipelineConfig(
-            meters=meters, days=days, tariff=tariff, seed=seed, radio=radio, channel=channel
-        )
+            meters=meters, days=days, tariff=tariff, seed=seed, radio=radio, channel=channel,
+            media=parse_media(media),
+        )  # fmt: skip
         config.program()
         if data is not None and data.exists() and any(data.iterdir()):
             raise ValueError(
@@ -188,7 +216,7 @@ def demo(
         cluster.stop()
         if data is None:
             shutil.rmtree(root, ignore_errors=True)
-    console.print(outcome_table(outcomes, tariff))
+    console.print(outcome_table(outcomes, tariff, pipeline.media_of))
     elapsed = time.monotonic() - started
     per_meter_day = pipeline.bytes_sent / (meters * days)
     console.print(

@@ -3,38 +3,52 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from dataclasses import dataclass
+from typing import Protocol
 
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 
 from metrocloud.bus.connect import BusErrors, connect
-from metrocloud.bus.server import Credentials, EmbeddedNatsServer
+from metrocloud.bus.server import Credentials
 from metrocloud.bus.streams import ensure_streams
+
+
+class BusServer(Protocol):
+    """What the tests connect to: an embedded server, or a cluster (all its URLs)."""
+
+    @property
+    def url(self) -> str: ...
+
+    def credentials(self, role: str) -> Credentials: ...
 
 
 class Bus:
     """Connections to one test server; every role's errors are kept for assertions.
 
     ``credentials`` gives each role's credentials: the server's passwords by default, TLS
-    client certificates for a server in TLS mode.
+    client certificates for a server in TLS mode. ``urls`` maps a role to the URL(s) it
+    connects to (the server's by default): on a cluster, roles on different nodes.
     """
 
     def __init__(
         self,
-        server: EmbeddedNatsServer,
+        server: BusServer,
         credentials: Callable[[str], Credentials] | None = None,
+        urls: Callable[[str], str] | None = None,
     ) -> None:
         self.server = server
         self.credentials = credentials or server.credentials
+        self.urls = urls or (lambda _role: server.url)
         self.clients: list[Client] = []
         self.errors: dict[str, BusErrors] = {}
 
     async def connect(self, role: str) -> Client:
         errors = self.errors.setdefault(role, BusErrors())
         nc = await connect(
-            self.server.url,
+            self.urls(role),
             self.credentials(role),
             name=f"test-{role}",
             role=role,
@@ -55,17 +69,20 @@ class Bus:
 
 @asynccontextmanager
 async def open_bus(
-    server: EmbeddedNatsServer,
+    server: BusServer,
     *,
     streams: bool = True,
     credentials: Callable[[str], Credentials] | None = None,
+    urls: Callable[[str], str] | None = None,
+    replicas: int = 1,
 ) -> AsyncIterator[Bus]:
-    """Connections to ``server``; with ``streams`` the admin first creates streams/consumers."""
-    bus = Bus(server, credentials)
+    """Connections to ``server``; with ``streams`` the admin first creates streams/consumers
+    (with ``replicas`` copies each)."""
+    bus = Bus(server, credentials, urls)
     try:
         if streams:
             admin = await bus.connect("admin")
-            await ensure_streams(admin.jetstream())
+            await ensure_streams(admin.jetstream(), replicas=replicas)
         yield bus
     finally:
         await bus.close()
@@ -97,3 +114,35 @@ async def settle(*clients: Client, delay_s: float = 0.2) -> None:
     for nc in clients:
         await nc.flush()
     await asyncio.sleep(delay_s)
+
+
+@dataclass(frozen=True)
+class BusTarget:
+    """Where a test's connections go: a server or a cluster, each role to its URL(s).
+
+    ``urls`` (role -> URL) puts roles on different nodes of a cluster; ``replicas`` is
+    what the admin's :func:`ensure_streams` asks for. ``interest`` waits until a new
+    subscription is known to every node (a cluster tells its nodes of a subscription
+    asynchronously: a message published on another node a moment after the subscriber's
+    flush may find no interest there yet).
+    """
+
+    server: BusServer
+    urls: Callable[[str], str] | None = None
+    credentials: Callable[[str], Credentials] | None = None
+    replicas: int = 1
+    interest: Callable[[str], Awaitable[None]] | None = None
+
+    async def await_interest(self, subscription: str) -> None:
+        """After subscribing to ``subscription`` (and flushing): wait until all nodes know."""
+        if self.interest is not None:
+            await self.interest(subscription)
+
+    def open(self, *, streams: bool = True) -> AbstractAsyncContextManager[Bus]:
+        return open_bus(
+            self.server,
+            streams=streams,
+            credentials=self.credentials,
+            urls=self.urls,
+            replicas=self.replicas,
+        )

@@ -5,6 +5,7 @@ interrupted meter and receiver, and wired meters that never touch the radio."""
 from __future__ import annotations
 
 from collections import Counter
+from pathlib import Path
 
 import pytest
 from lmn_keys import PUBLIC_DER, SIGNER, aes_key
@@ -16,7 +17,7 @@ from metrocloud.field.lmn import sensor_telegram
 from metrocloud.field.meter import DEFAULT_ORIGIN_INDEX, MeterStatus, Reading
 from metrocloud.field.network import FieldNetwork
 from metrocloud.field.sensors import Interface, Medium, Security, Sensor, SensorConfig
-from metrocloud.field.smgw import MeterRecord, SmartMeterGateway
+from metrocloud.field.smgw import GatewayLog, MeterRecord, SmartMeterGateway
 
 KEY = aes_key("network")
 ORIGIN = DEFAULT_ORIGIN_INDEX + 1
@@ -304,3 +305,23 @@ def test_meters_sending_less_often(every: int) -> None:
     # the meter's own schedule counts from its installation reading (ORIGIN - 1)
     assert kept == [k for k in range(24) if (k + 1) % every == 0]
     assert net.stats.sent == net.stats.accepted == 24 // every
+
+
+def test_the_last_run_leaves_the_consumer_log_complete_on_file(tmp_path: Path) -> None:
+    """The consumer log's file is written in batches; a run that ends (``flush``) writes
+    the rest, so the file holds every reading the gateway kept."""
+    gw = SmartMeterGateway("gw-file", folder=tmp_path)
+    sensors = [
+        Sensor(SensorConfig(f"{50000000 + n:08d}", Medium.WATER, seed=n, key=KEY))
+        for n in range(30)
+    ]
+    for s in sensors:
+        gw.configure_meter(MeterRecord(s.meter_id, Medium.WATER, "c-1", Security.AES, KEY))
+    net = FieldNetwork(gw, sensors, origin=ORIGIN)
+    net.run(ORIGIN, 40, flush=False)  # 1,200 readings: one batch on file
+    on_file = (tmp_path / "consumer.jsonl").read_text().splitlines()
+    assert len(on_file) == GatewayLog.BATCH
+    net.run(ORIGIN + 40, 2)
+    lines = (tmp_path / "consumer.jsonl").read_text().splitlines()
+    assert len(lines) == net.stats.accepted == 30 * 42
+    assert lines == [e.to_json() for e in gw.logs["consumer"].entries]

@@ -3,6 +3,7 @@ what in its three logs, the consumer's view, and its readings as a source for se
 
 from __future__ import annotations
 
+import gc
 import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -25,6 +26,7 @@ from metrocloud.field.smgw import (
     CLOCK_SKEW,
     METROLOGICAL_REASONS,
     REPLAY_WINDOW,
+    GatewayLog,
     LmnOutcome,
     LogEntry,
     MeterRecord,
@@ -518,12 +520,57 @@ def test_logs_are_written_as_jsonl(tmp_path: Path) -> None:
     gw.configure_meter(MeterRecord(s.meter_id, Medium.GAS, "c-2", Security.NONE))
     assert gw.receive(sensor_telegram(s, START, 1)).accepted
     assert gw.receive(sensor_telegram(s, START, 1)).reason == "replayed-access-number"
+    # the administrator's and the authority's logs are on file at once; the consumer log's
+    # readings in batches, and on flush
+    assert not (tmp_path / "consumer.jsonl").exists()
+    assert (tmp_path / "administrator.jsonl").read_text().count("telegram-refused") == 1
+    gw.logs["consumer"].flush()
     for audience in AUDIENCES:
         lines = (tmp_path / f"{audience}.jsonl").read_text().splitlines()
         assert [json.loads(line) for line in lines] == [
             json.loads(e.to_json()) for e in gw.logs[audience].entries
         ]
     assert len((tmp_path / "consumer.jsonl").read_text().splitlines()) == 1
+
+
+def test_log_readings_kept_compact_read_back_in_order(tmp_path: Path) -> None:
+    """Readings and other entries, interleaved: ``entries`` and the file see them all, in
+    the order appended, equal to what :meth:`GatewayLog.append` would have made."""
+    at = index_time(START)
+    compact, plain = GatewayLog("consumer", tmp_path / "a"), GatewayLog("consumer", tmp_path / "b")
+    for n in range(2 * GatewayLog.BATCH + 5):
+        if n % 7 == 3:
+            for log in (compact, plain):
+                log.append(at + timedelta(seconds=n), "note", None, {"n": n})
+            continue
+        when, meter, customer = at + timedelta(seconds=n), f"m-{n % 5}", f"c-{n % 3}"
+        compact.append_reading(when, meter, customer, START + n, 10 * n, "L")
+        detail = {"customer": customer, "index": START + n, "register": 10 * n, "unit": "L"}
+        plain.append(when, "reading", meter, detail)
+    written = (tmp_path / "a" / "consumer.jsonl").read_text().splitlines()
+    assert len(written) == 2 * GatewayLog.BATCH  # two full batches so far
+    assert compact.entries == plain.entries
+    assert compact.kinds() == plain.kinds()
+    compact.flush()
+    compact.flush()  # nothing twice
+    for folder in ("a", "b"):
+        lines = (tmp_path / folder / "consumer.jsonl").read_text().splitlines()
+        assert lines == [e.to_json() for e in plain.entries]
+
+
+def test_log_left_unflushed_is_written_when_the_gateway_goes(tmp_path: Path) -> None:
+    log = GatewayLog("consumer", tmp_path)
+    log.append_reading(index_time(START), "m-1", "c-1", START, 42, "Wh")
+    assert not (tmp_path / "consumer.jsonl").exists()
+    del log
+    gc.collect()
+    (line,) = (tmp_path / "consumer.jsonl").read_text().splitlines()
+    assert json.loads(line)["detail"] == {
+        "customer": "c-1",
+        "index": START,
+        "register": 42,
+        "unit": "Wh",
+    }
 
 
 # --- the consumer (HAN) -------------------------------------------------------------------

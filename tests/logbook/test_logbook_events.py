@@ -4,10 +4,8 @@ their constructors, the detail each must carry, and the per-customer view of the
 from __future__ import annotations
 
 import copy
-import tempfile
 from collections.abc import Callable, Collection
 from datetime import datetime, timezone
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -28,6 +26,7 @@ from metrocloud.core.events import (
 )
 from metrocloud.core.software import SoftwareId
 from metrocloud.logbook.transparency import AUDIENCES, MerkleLogbook
+from postgres_fixture import Locations
 
 T = datetime(2026, 11, 21, 12, 0, tzinfo=timezone.utc)
 OLD = SoftwareId("legal-core", "1.4.2", "a" * 64)
@@ -158,8 +157,8 @@ def test_a_typed_event_round_trips_through_json(event: LogEvent) -> None:
     assert LogEvent.from_json(event.to_json()) == event
 
 
-def test_typed_events_round_trip_through_the_logbook(tmp_path: Path) -> None:
-    with MerkleLogbook(tmp_path / "logbook.sqlite") as book:
+def test_typed_events_round_trip_through_the_logbook(locations: Locations) -> None:
+    with MerkleLogbook(locations.new("logbook.sqlite")) as book:
         entries = book.append_many(EXAMPLES)
         assert [e.seq for e in entries] == list(range(len(EXAMPLES)))
         for seq, event in enumerate(EXAMPLES):
@@ -384,11 +383,12 @@ def test_the_existing_values_of_event_kinds_are_unchanged() -> None:
     }
 
 
-def test_a_changed_typed_detail_is_caught_on_append(tmp_path: Path) -> None:
+def test_a_changed_typed_detail_is_caught_on_append(locations: Locations) -> None:
     """``detail`` is a dict: changed after the event was made, the append checks it again."""
     event = check()
     event.detail["meter"] = "meter-0042"
-    with MerkleLogbook(tmp_path / "l.sqlite") as book, pytest.raises(ValueError, match="meter"):
+    book = MerkleLogbook(locations.new("l.sqlite"))
+    with book, pytest.raises(ValueError, match="meter"):
         book.append(event)
 
 
@@ -415,57 +415,83 @@ def make(n: int, kind: EventKind, subject: str) -> LogEvent:
     return LogEvent("svc", kind, subject, {"n": n}, T, f"e{n}")
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(
-    appended=st.lists(st.tuples(st.sampled_from(EventKind), subjects_st), max_size=40),
-    wanted=st.lists(subjects_st, max_size=6),
-    audience=st.sampled_from([None, *AUDIENCES]),
-    start=st.integers(min_value=0, max_value=45),
-    limit=st.none() | st.integers(min_value=0, max_value=45),
-)
+PG_EXAMPLES = 8
+"""Examples of the property tests on PostgreSQL (a database each; the SQL is SQLite's)."""
+
+
 def test_property_subjects_and_audience_equal_the_naive_filter(
-    appended: list[tuple[EventKind, str]],
-    wanted: list[str],
-    audience: str | None,
-    start: int,
-    limit: int | None,
+    locations: Locations, backend: str
 ) -> None:
-    events = [make(n, kind, subject) for n, (kind, subject) in enumerate(appended)]
-    with tempfile.TemporaryDirectory() as tmp, MerkleLogbook(Path(tmp) / "l.sqlite") as book:
-        book.append_many(events)
-        kinds = AUDIENCES[audience] if audience is not None else None
-        naive = [
-            (seq, event)
-            for seq, event in enumerate(events)
-            if event.subject in wanted and (kinds is None or event.kind in kinds) and seq >= start
-        ][:limit]
-        got = book.entries(subjects=set(wanted), audience=audience, start=start, limit=limit)
-        assert [(e.seq, e.event) for e in got] == naive
-        assert book.positions(subjects=wanted, audience=audience, start=start, limit=limit) == [
-            seq for seq, _ in naive
-        ]
-        assert book.entries(subjects=[], audience=audience) == []
+    numbers = iter(range(10_000))
+
+    @settings(
+        max_examples=60 if backend == "sqlite" else PG_EXAMPLES,
+        deadline=None,
+        suppress_health_check=[HealthCheck.too_slow],
+    )
+    @given(
+        appended=st.lists(st.tuples(st.sampled_from(EventKind), subjects_st), max_size=40),
+        wanted=st.lists(subjects_st, max_size=6),
+        audience=st.sampled_from([None, *AUDIENCES]),
+        start=st.integers(min_value=0, max_value=45),
+        limit=st.none() | st.integers(min_value=0, max_value=45),
+    )
+    def check(
+        appended: list[tuple[EventKind, str]],
+        wanted: list[str],
+        audience: str | None,
+        start: int,
+        limit: int | None,
+    ) -> None:
+        events = [make(n, kind, subject) for n, (kind, subject) in enumerate(appended)]
+        with MerkleLogbook(locations.new(f"l-{next(numbers)}.sqlite")) as book:
+            book.append_many(events)
+            kinds = AUDIENCES[audience] if audience is not None else None
+            naive = [
+                (seq, event)
+                for seq, event in enumerate(events)
+                if event.subject in wanted
+                and (kinds is None or event.kind in kinds)
+                and seq >= start
+            ][:limit]
+            got = book.entries(subjects=set(wanted), audience=audience, start=start, limit=limit)
+            assert [(e.seq, e.event) for e in got] == naive
+            positions = book.positions(subjects=wanted, audience=audience, start=start, limit=limit)
+            assert positions == [seq for seq, _ in naive]
+            assert book.entries(subjects=[], audience=audience) == []
+
+    check()
 
 
-@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(
-    appended=st.lists(st.sampled_from(POOL), max_size=30),
-    wanted=st.sets(st.sampled_from(POOL) | st.text(max_size=3), max_size=1200),
-    limit=st.none() | st.integers(min_value=0, max_value=10),
-)
 def test_property_chunked_subjects_equal_the_naive_filter(
-    appended: list[str], wanted: set[str], limit: int | None
+    locations: Locations, backend: str
 ) -> None:
     """Sets larger than one IN holds (500) give the same answer as the naive filter."""
-    events = [make(n, EventKind.ARRIVAL, subject) for n, subject in enumerate(appended)]
-    with tempfile.TemporaryDirectory() as tmp, MerkleLogbook(Path(tmp) / "l.sqlite") as book:
-        book.append_many(events)
-        naive = [seq for seq, event in enumerate(events) if event.subject in wanted][:limit]
-        assert [e.seq for e in book.entries(subjects=wanted, limit=limit)] == naive
+    numbers = iter(range(10_000))
+
+    @settings(
+        max_examples=25 if backend == "sqlite" else PG_EXAMPLES,
+        deadline=None,
+        suppress_health_check=[HealthCheck.too_slow],
+    )
+    @given(
+        appended=st.lists(st.sampled_from(POOL), max_size=30),
+        wanted=st.sets(st.sampled_from(POOL) | st.text(max_size=3), max_size=1200),
+        limit=st.none() | st.integers(min_value=0, max_value=10),
+    )
+    def check(appended: list[str], wanted: set[str], limit: int | None) -> None:
+        events = [make(n, EventKind.ARRIVAL, subject) for n, subject in enumerate(appended)]
+        with MerkleLogbook(locations.new(f"l-{next(numbers)}.sqlite")) as book:
+            book.append_many(events)
+            naive = [seq for seq, event in enumerate(events) if event.subject in wanted][:limit]
+            assert [e.seq for e in book.entries(subjects=wanted, limit=limit)] == naive
+
+    check()
 
 
-def test_the_empty_set_of_subjects_gives_nothing(tmp_path: Path) -> None:
-    with MerkleLogbook(tmp_path / "l.sqlite") as book:
+def test_the_empty_set_of_subjects_gives_nothing(locations: Locations) -> None:
+    """Every subject of the pool, NUL included (which PostgreSQL's text cannot hold)."""
+    with MerkleLogbook(locations.new("l.sqlite")) as book:
         book.append_many(make(n, EventKind.ARRIVAL, s) for n, s in enumerate(POOL))
         assert len(book.entries()) == len(POOL)
         empties: list[Collection[str]] = [[], set(), (), frozenset()]

@@ -1,12 +1,10 @@
-"""The event logbook on the Merkle tree: the Logbook interface, RFC 9162 leaves, views, and
-each attack on the stored log detected with the offending index."""
+"""The event logbook on the Merkle tree, on SQLite and on PostgreSQL: the Logbook interface,
+RFC 9162 leaves, views, and each attack on the stored log detected with the offending index."""
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Iterator
 from datetime import datetime, timezone
-from pathlib import Path
 
 import pytest
 from logbook_samples import CERTIFICATE
@@ -20,7 +18,8 @@ from metrocloud.logbook.merkle import (
     verify_consistency,
     verify_inclusion,
 )
-from metrocloud.logbook.transparency import AUDIENCES, MerkleLogbook
+from metrocloud.logbook.transparency import AUDIENCES, MerkleLogbook, open_logbook
+from postgres_fixture import Locations, raw_execute
 
 KINDS = [
     EventKind.ARRIVAL,
@@ -48,8 +47,8 @@ EVENTS = [event(n) for n in range(100)]
 
 
 @pytest.fixture
-def book(tmp_path: Path) -> Iterator[MerkleLogbook]:
-    with MerkleLogbook(tmp_path / "logbook.sqlite") as b:
+def book(locations: Locations) -> Iterator[MerkleLogbook]:
+    with open_logbook(locations.new("logbook.sqlite")) as b:
         b.append_many(EVENTS)
         yield b
 
@@ -71,8 +70,8 @@ def test_appends_are_idempotent_on_event_id(book: MerkleLogbook) -> None:
     assert book.verify_against(head, 100).ok
 
 
-def test_an_empty_log(tmp_path: Path) -> None:
-    with MerkleLogbook(tmp_path / "empty.sqlite") as b:
+def test_an_empty_log(locations: Locations) -> None:
+    with MerkleLogbook(locations.new("empty.sqlite")) as b:
         assert b.head() == EMPTY_ROOT and b.size == 0 and b.verify().ok
         with pytest.raises(IndexError):
             b.get(0)
@@ -121,14 +120,14 @@ def test_many_subjects_are_read_in_chunks(book: MerkleLogbook) -> None:
     assert book.positions(subjects=many, start=10, limit=7) == [s for s in every if s >= 10][:7]
 
 
-def test_a_stored_event_that_fails_its_schema_is_reported(tmp_path: Path) -> None:
+def test_a_stored_event_that_fails_its_schema_is_reported(locations: Locations) -> None:
     """A leaf in the tree (hashes intact) whose typed detail is incomplete, as a producer
     without the check would have written it: reads say which entry, verify() names it."""
     bad = (
         b'{"actor":"pki","detail":{"serial":"1f"},"event_id":"bad","kind":"certificate-issued",'
         b'"subject":"gw-1","time":"2026-11-21T12:00:00+00:00"}'
     )
-    with MerkleLogbook(tmp_path / "bad.sqlite") as b:
+    with MerkleLogbook(locations.new("bad.sqlite")) as b:
         b.append_many(EVENTS[:3])
         b._append([bad], [(3, "bad", "pki", "certificate-issued", "gw-1")])
         b.append(EVENTS[4])
@@ -144,8 +143,7 @@ def test_a_stored_event_that_fails_its_schema_is_reported(tmp_path: Path) -> Non
 
 
 def _tamper(book: MerkleLogbook, sql: str, *args: object) -> None:
-    with sqlite3.connect(book.path) as conn:
-        conn.execute(sql, args)
+    raw_execute(book.location, sql, *args)
 
 
 def test_a_changed_event_is_found_at_its_index(book: MerkleLogbook) -> None:
@@ -176,22 +174,22 @@ def test_a_doctored_index_is_found(book: MerkleLogbook) -> None:
     assert not verdict.ok and verdict.first_bad_seq == 11
 
 
-def test_a_rewritten_history_is_refused_against_an_earlier_head(tmp_path: Path) -> None:
+def test_a_rewritten_history_is_refused_against_an_earlier_head(locations: Locations) -> None:
     """The operator rebuilds a consistent log with entry 5 changed: the stored tree is
     self-consistent, but the head an authority saw earlier no longer matches."""
-    with MerkleLogbook(tmp_path / "a.sqlite") as honest:
+    with MerkleLogbook(locations.new("a.sqlite")) as honest:
         honest.append_many(EVENTS[:50])
         seen = (honest.head(), honest.size)
-    with MerkleLogbook(tmp_path / "b.sqlite") as rewritten:
+    with MerkleLogbook(locations.new("b.sqlite")) as rewritten:
         rewritten.append_many([*EVENTS[:5], event(500), *EVENTS[6:60]])
         assert rewritten.verify().ok
         verdict = rewritten.verify_against(*seen)
         assert not verdict.ok and "rewritten" in verdict.reason
 
 
-def test_a_rollback_is_refused(book: MerkleLogbook, tmp_path: Path) -> None:
+def test_a_rollback_is_refused(book: MerkleLogbook, locations: Locations) -> None:
     seen = (book.head(), book.size)
-    with MerkleLogbook(tmp_path / "short.sqlite") as shorter:
+    with MerkleLogbook(locations.new("short.sqlite")) as shorter:
         shorter.append_many(EVENTS[:80])
         verdict = shorter.verify_against(*seen)
     assert not verdict.ok and verdict.first_bad_seq == 80 and "rollback" in verdict.reason
@@ -207,8 +205,11 @@ def test_growth_is_consistent_with_every_earlier_head(book: MerkleLogbook) -> No
         assert verify_consistency(size, book.size, head, book.head(), book.consistency_proof(size))
 
 
-def test_append_positions_is_append_events_without_the_read_back(tmp_path: Path) -> None:
-    with MerkleLogbook(tmp_path / "a.sqlite") as a, MerkleLogbook(tmp_path / "b.sqlite") as b:
+def test_append_positions_is_append_events_without_the_read_back(locations: Locations) -> None:
+    with (
+        MerkleLogbook(locations.new("a.sqlite")) as a,
+        MerkleLogbook(locations.new("b.sqlite")) as b,
+    ):
         batch = [event(n) for n in range(10)]
         assert a.append_positions(batch) == list(range(10))
         assert [e.seq for e in b.append_events(batch)] == list(range(10))

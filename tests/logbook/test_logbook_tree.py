@@ -1,11 +1,10 @@
-"""The SQLite Merkle tree: the same roots and proofs as the pure RFC 9162 functions, however
-it was batched or reopened, and tampering with stored rows found at the right index."""
+"""The stored Merkle tree, on SQLite and on PostgreSQL: the same roots and proofs as the pure
+RFC 9162 functions, however it was batched or reopened, and tampering with stored rows found
+at the right index."""
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
@@ -19,20 +18,21 @@ from metrocloud.logbook.merkle import (
     verify_inclusion,
 )
 from metrocloud.logbook.tree import MerkleTree, TreeError
+from postgres_fixture import Locations, raw_execute
 
 ENTRIES = [f"entry {i}".encode() * (1 + i % 3) for i in range(300)]
 LEAVES = [leaf_hash(e) for e in ENTRIES]
 
 
 @pytest.fixture
-def tree(tmp_path: Path) -> Iterator[MerkleTree]:
-    with MerkleTree(tmp_path / "tree.sqlite") as t:
+def tree(locations: Locations) -> Iterator[MerkleTree]:
+    with MerkleTree(locations.new("tree.sqlite")) as t:
         t.append_many(ENTRIES)
         yield t
 
 
-def test_empty_tree(tmp_path: Path) -> None:
-    with MerkleTree(tmp_path / "empty.sqlite") as t:
+def test_empty_tree(locations: Locations) -> None:
+    with MerkleTree(locations.new("empty.sqlite")) as t:
         assert t.size == 0 and t.root() == EMPTY_ROOT
         with pytest.raises(TreeError):
             t.inclusion_proof(0)
@@ -63,23 +63,27 @@ def test_every_consistency_proof_verifies(tree: MerkleTree) -> None:
             ), (old, new)
 
 
-@settings(max_examples=25, deadline=None)
-@given(cuts=st.lists(st.integers(min_value=1, max_value=40), min_size=1, max_size=12))
-def test_any_batching_gives_the_same_tree(
-    tmp_path_factory: pytest.TempPathFactory, cuts: list[int]
-) -> None:
-    path = tmp_path_factory.mktemp("batches") / "tree.sqlite"
-    with MerkleTree(path) as t:
-        start = 0
-        for cut in cuts:
-            batch = ENTRIES[start : start + cut]  # empty once past the last entry
-            assert t.append_many(batch) == start
-            start += len(batch)
-        assert t.root() == tree_hash(LEAVES[:start])
-    with MerkleTree(path) as reopened:  # the frontier is rebuilt from the stored nodes
-        assert reopened.size == start and reopened.root() == tree_hash(LEAVES[:start])
-        reopened.append(b"one more")
-        assert reopened.root() == tree_hash([*LEAVES[:start], leaf_hash(b"one more")])
+def test_any_batching_gives_the_same_tree(locations: Locations, backend: str) -> None:
+    """Fewer examples on PostgreSQL (a database each): the SQL is the same."""
+    numbers = iter(range(1000))
+
+    @settings(max_examples=25 if backend == "sqlite" else 5, deadline=None)
+    @given(cuts=st.lists(st.integers(min_value=1, max_value=40), min_size=1, max_size=12))
+    def check(cuts: list[int]) -> None:
+        location = locations.new(f"tree-{next(numbers)}.sqlite")
+        with MerkleTree(location) as t:
+            start = 0
+            for cut in cuts:
+                batch = ENTRIES[start : start + cut]  # empty once past the last entry
+                assert t.append_many(batch) == start
+                start += len(batch)
+            assert t.root() == tree_hash(LEAVES[:start])
+        with MerkleTree(location) as reopened:  # the frontier is rebuilt from the stored nodes
+            assert reopened.size == start and reopened.root() == tree_hash(LEAVES[:start])
+            reopened.append(b"one more")
+            assert reopened.root() == tree_hash([*LEAVES[:start], leaf_hash(b"one more")])
+
+    check()
 
 
 def test_entries_and_leaf_hashes_are_kept(tree: MerkleTree) -> None:
@@ -88,8 +92,7 @@ def test_entries_and_leaf_hashes_are_kept(tree: MerkleTree) -> None:
 
 
 def _tamper(tree: MerkleTree, sql: str, *args: object) -> None:
-    with sqlite3.connect(tree.path) as conn:
-        conn.execute(sql, args)
+    raw_execute(tree.location, sql, *args)
 
 
 @pytest.mark.parametrize(

@@ -9,6 +9,7 @@ and prints a green or red badge per component; the exit status is 1 if any is re
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Annotated
@@ -65,35 +66,48 @@ def approve(
     if unknown:
         console.print(f"[red]error:[/] not legally relevant: {', '.join(unknown)}")
         raise typer.Exit(2)
-    folder = DataDir(data)
     try:
-        identity = folder.issue_identity(signer, Role.AUTHORITY)
-        trust = folder.trust_store()
-        store = reference_store(data)
-        now = datetime.now(timezone.utc).replace(microsecond=0)
-        found = [(name, load(name)) for name in chosen]
-        stated = [
-            (update.metadata.component, update.metadata.software)
-            for update in (open_package(p.read_bytes(), trust) for p in package or ())
-        ]
-        idents = [(n, loaded.identification.software) for n, loaded in found if loaded]
-        entries = [
-            ApprovedIdentification(
-                name, software.name, software.version, software.checksum,
-                approved_at=now.isoformat(), certificate=certificate,
-            )
-            for name, software in dict.fromkeys([*idents, *stated])
-        ]  # fmt: skip
-        serial = (store.serial() or 0) + 1
-        reference = ReferenceList(identity.common_name, serial, now.isoformat(), tuple(entries))
-        store.install(sign_reference(identity, reference), trust)
+        serial, count = approve_installation(
+            data, signer, chosen, [p.read_bytes() for p in package or ()], certificate
+        )
     except (MetrocloudError, OSError, ValueError) as exc:
         console.print(f"[red]error:[/] {exc}")
         raise typer.Exit(1) from None
-    console.print(
-        f"reference list {serial} signed by {identity.common_name}: "
-        f"{len(entries)} identifications approved"
-    )
+    console.print(f"reference list {serial} signed by {signer}: {count} identifications approved")
+
+
+def approve_installation(
+    data: Path,
+    signer: str,
+    components: Sequence[str],
+    packages: Sequence[bytes] = (),
+    certificate: str | None = None,
+) -> tuple[int, int]:
+    """Sign, as authority ``signer``, a new reference list: the identifications of this
+    installation's ``components`` and of what examined update ``packages`` state. Returns
+    the list's serial number and how many identifications it approves."""
+    folder = DataDir(data)
+    identity = folder.issue_identity(signer, Role.AUTHORITY)
+    trust = folder.trust_store()
+    store = reference_store(data)
+    now = datetime.now(timezone.utc).replace(microsecond=0)
+    found = [(name, load(name)) for name in components]
+    stated = [
+        (update.metadata.component, update.metadata.software)
+        for update in (open_package(raw, trust) for raw in packages)
+    ]
+    idents = [(n, loaded.identification.software) for n, loaded in found if loaded]
+    entries = [
+        ApprovedIdentification(
+            name, software.name, software.version, software.checksum,
+            approved_at=now.isoformat(), certificate=certificate,
+        )
+        for name, software in dict.fromkeys([*idents, *stated])
+    ]  # fmt: skip
+    serial = (store.serial() or 0) + 1
+    reference = ReferenceList(identity.common_name, serial, now.isoformat(), tuple(entries))
+    store.install(sign_reference(identity, reference), trust)
+    return serial, len(entries)
 
 
 def _table(found: list[ComponentStatus]) -> Table:

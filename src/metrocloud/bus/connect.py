@@ -17,6 +17,7 @@ import contextlib
 import logging
 import ssl
 from asyncio import FIRST_COMPLETED
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -27,7 +28,14 @@ from metrocloud.bus.server import Credentials
 from metrocloud.bus.subjects import ROLES, inbox_prefix
 from metrocloud.core.errors import ConfigurationError, MetrocloudError
 
-__all__ = ["BusConnectError", "BusErrors", "client_tls_context", "connect", "tls_credentials"]
+__all__ = [
+    "BusConnectError",
+    "BusErrors",
+    "client_tls_context",
+    "connect",
+    "server_urls",
+    "tls_credentials",
+]
 
 _log = logging.getLogger(__name__)
 
@@ -85,6 +93,16 @@ def _refused(exc: Exception) -> bool:
     return isinstance(reason, str) and any(r in reason for r in _TLS_REFUSALS)
 
 
+def server_urls(url: str | Sequence[str]) -> list[str]:
+    """The server URLs of ``url``: one URL, several separated by commas, or a list of them
+    (the nodes of a cluster). ``ConfigurationError`` when none is given."""
+    parts = url.split(",") if isinstance(url, str) else list(url)
+    urls = [u.strip() for u in parts if u.strip()]
+    if not urls:
+        raise ConfigurationError(f"no bus server URL in {url!r}")
+    return urls
+
+
 class BusErrors:
     """Collects the asynchronous errors of one connection (use as ``errors=`` of connect).
 
@@ -119,7 +137,7 @@ class BusErrors:
 
 
 async def connect(
-    url: str,
+    url: str | Sequence[str],
     credentials: Credentials,
     *,
     name: str,
@@ -130,8 +148,11 @@ async def connect(
 ) -> Client:
     """Connect to the bus as ``role`` and return the nats-py client.
 
+    ``url`` is one server (``tls://127.0.0.1:PORT``) or several: the nodes of a cluster, as
+    a list or one comma-separated string. The client connects to one of them and, when
+    that one goes away, reconnects to another (and to the nodes the cluster tells it of).
     With TLS credentials the client presents their certificate and checks the server's
-    against the host of ``url`` (``tls://127.0.0.1:PORT``), and sends no user or password.
+    against the host of the URL it connects to (``127.0.0.1``), and sends no user or password.
     The client uses the role's inbox prefix, reconnects forever with short waits, and logs
     every asynchronous error (recording it in ``errors`` when given). ``kwargs`` go to
     :meth:`nats.aio.client.Client.connect` and override the defaults set here (not
@@ -149,9 +170,14 @@ async def connect(
     reserved = {"error_cb", "inbox_prefix", "user", "password", "servers", "tls"} & kwargs.keys()
     if reserved:
         raise TypeError(f"connect() sets {', '.join(sorted(reserved))} itself")
+    servers = server_urls(url)
+    shown = ", ".join(servers)
     login: dict[str, Any]
     if credentials.tls is not None:
-        login = {"tls": credentials.tls, "tls_hostname": urlsplit(url).hostname}
+        login = {"tls": credentials.tls}
+        hosts = {urlsplit(u).hostname for u in servers}
+        if len(hosts) == 1:  # else nats-py checks each server against its own host
+            login["tls_hostname"] = hosts.pop()
     elif credentials.password is not None:
         login = {"user": credentials.user, "password": credentials.password}
     else:
@@ -187,7 +213,7 @@ async def connect(
     nc = Client()
     attempt = asyncio.ensure_future(
         nc.connect(
-            servers=[url],
+            servers=servers,
             name=name,
             inbox_prefix=inbox_prefix(role),
             error_cb=_error_cb,
@@ -213,14 +239,14 @@ async def connect(
         reason = refused.result()
         if isinstance(reason, ssl.SSLCertVerificationError):
             raise BusConnectError(
-                f"the bus at {url} is not trusted by the client of {role!r}: {reason}"
+                f"the bus at {shown} is not trusted by the client of {role!r}: {reason}"
             )
-        raise BusConnectError(f"the bus at {url} refused the credentials of {role!r}: {reason}")
+        raise BusConnectError(f"the bus at {shown} refused the credentials of {role!r}: {reason}")
     failure: BaseException | None = None
     if attempt.done() and not attempt.cancelled():
         failure = attempt.exception()
     last = failure or nc.last_error
     raise BusConnectError(
-        f"could not connect to {url} as {role!r} within {first_connect_timeout_s} s "
+        f"could not connect to {shown} as {role!r} within {first_connect_timeout_s} s "
         f"(last error: {last!r})"
     )

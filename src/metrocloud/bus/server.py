@@ -34,6 +34,12 @@ Files under ``data_dir / "nats"``:
 ``tls/ca.pem``     TLS mode: the CA certificates client certificates must chain to
 ``nats.log``       the server's stdout and stderr, appended across restarts
 ``jetstream/``     the JetStream ``store_dir`` (file storage survives restarts)
+
+In cluster mode (given a :class:`ClusterRoutes`; see :class:`~metrocloud.bus.cluster.NatsCluster`)
+the configuration gains a ``cluster`` block: a route listener on 127.0.0.1, the routes to
+the other nodes, and route authentication, by the server's own certificate (mutual TLS,
+``verify_and_map`` on its subject DN) or by a route user's password. The client users and
+their permissions are the same as on a single server.
 """
 
 from __future__ import annotations
@@ -55,7 +61,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
-from typing import IO
+from typing import IO, Any
+from urllib.parse import quote
 
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -70,8 +77,10 @@ from metrocloud.pki.roles import Role as PkiRole
 
 __all__ = [
     "DEFAULT_MAX_PAYLOAD",
+    "ROUTE_USER",
     "SERVER_HOSTS",
     "SERVER_IDENTITY",
+    "ClusterRoutes",
     "Credentials",
     "EmbeddedNatsServer",
     "NatsServerError",
@@ -94,6 +103,10 @@ SERVER_IDENTITY = "nats"
 """The common name of the NATS server's TLS identity."""
 SERVER_HOSTS = ("127.0.0.1", "localhost")
 """The names in the server certificate; clients check ``127.0.0.1`` (the URL's host)."""
+SERVER_NAME = "metrocloud"
+"""The ``server_name`` of a single server; cluster nodes are named by their cluster."""
+ROUTE_USER = "route"
+"""Password mode: the user the nodes of a cluster log in as on each other's route port."""
 
 
 class NatsServerError(MetrocloudError):
@@ -251,6 +264,34 @@ class TlsFiles:
     users: Mapping[str, str]
 
 
+@dataclass(frozen=True)
+class ClusterRoutes:
+    """The ``cluster`` block of one node of a NATS cluster, all of it on 127.0.0.1.
+
+    ``name``: the cluster's name (the same on every node); ``port``: this node's route
+    port; ``peers``: the route ports of the other nodes. ``user`` / ``password``: how the
+    nodes log in on each other's route port. With TLS the routes use the server's
+    certificate both ways (``verify_and_map``) and ``user`` is its subject DN
+    (:func:`subject_dn`), ``password`` None; in password mode ``user`` is
+    :data:`ROUTE_USER` and ``password`` a shared secret.
+    """
+
+    name: str
+    port: int
+    peers: tuple[int, ...]
+    user: str
+    password: str | None = field(default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        for port in (self.port, *self.peers):
+            if not 0 < port < 65536:
+                raise ConfigurationError(f"route port must be in 1..65535, got {port}")
+        if self.port in self.peers:
+            raise ConfigurationError(f"route port {self.port} is listed as its own peer")
+        if not self.name or not self.user:
+            raise ConfigurationError("a cluster needs a name and a route user")
+
+
 def find_nats_server() -> Path:
     """Locate the ``nats-server`` binary: next to the interpreter, else on ``PATH``."""
     candidate = Path(sys.executable).parent / "nats-server"
@@ -287,6 +328,48 @@ def _render_user(role: Role, login: str) -> str:
     return head + ",\n      permissions: {\n        " + ",\n        ".join(perms) + "\n      } }"
 
 
+def _tls_block(tls: TlsFiles, indent: str) -> str:
+    """``{ cert_file, key_file, ca_file, verify_and_map, timeout }``: the server's files; a
+    peer must present a certificate that chains to ``ca_file`` and maps to a user."""
+    return (
+        "{\n"
+        f"{indent}  cert_file: {_q(str(tls.cert_file))}\n"
+        f"{indent}  key_file: {_q(str(tls.key_file))}\n"
+        f"{indent}  ca_file: {_q(str(tls.ca_file))}\n"
+        f"{indent}  verify_and_map: true\n"
+        f"{indent}  timeout: {TLS_TIMEOUT_S}\n"
+        f"{indent}}}\n"
+    )
+
+
+def _cluster_block(cluster: ClusterRoutes | None, tls: TlsFiles | None) -> str:
+    """The ``cluster`` block: route listener, routes to the peers, route authentication.
+
+    With TLS a route is accepted only from a peer whose certificate chains to the CA file
+    and whose subject DN is ``cluster.user`` (the server's own identity: a client
+    certificate of the same CA cannot join the cluster); without, only with the password.
+    """
+    if cluster is None:
+        return ""
+    login = ""
+    if cluster.password is not None:
+        login = f"{quote(cluster.user, safe='')}:{quote(cluster.password, safe='')}@"
+    routes = tuple(f"nats-route://{login}127.0.0.1:{port}" for port in cluster.peers)
+    auth = f"user: {_q(cluster.user)}"
+    if cluster.password is not None:
+        auth += f", password: {_q(cluster.password)}"
+    block = (
+        "cluster {\n"
+        f"  name: {_q(cluster.name)}\n"
+        f"  listen: {_q(f'127.0.0.1:{cluster.port}')}\n"
+        f"  routes: {_qlist(routes)}\n"
+        f"  authorization {{ {auth} }}\n"
+    )
+    if tls is not None:
+        block += "  tls " + _tls_block(tls, "  ")
+    return block + "}\n"
+
+
 def render_config(
     *,
     port: int | None,
@@ -296,6 +379,8 @@ def render_config(
     passwords: Mapping[str, str] | None = None,
     tls: TlsFiles | None = None,
     roles: Mapping[str, Role] = ROLES,
+    server_name: str = SERVER_NAME,
+    cluster: ClusterRoutes | None = None,
 ) -> str:
     """Render ``nats.conf``: loopback listeners, JetStream, one user per role.
 
@@ -303,10 +388,17 @@ def render_config(
     server requires a client certificate from ``tls.ca_file`` and each user is named by
     its certificate's subject DN. ``port=None`` lets the server pick a free port (``-1``);
     the ports it chose are written to ``ports_file_dir``. The monitoring port (plain HTTP,
-    loopback, no client certificate) is always picked that way.
+    loopback, no client certificate) is always picked that way. With ``cluster`` the
+    server is one node of a cluster (:class:`ClusterRoutes`): its routes use TLS with the
+    same files when ``tls`` is given, the route password otherwise.
     """
     if (passwords is None) == (tls is None):
         raise ConfigurationError("render_config needs either passwords or tls, not both")
+    if cluster is not None and (cluster.password is None) != (tls is not None):
+        raise ConfigurationError(
+            "cluster routes authenticate by the server certificate with tls, by a route "
+            "password without"
+        )
     max_pending = max(_MIN_MAX_PENDING, 2 * max_payload)
     logins: dict[str, str] = {}
     for name in roles:
@@ -321,24 +413,17 @@ def render_config(
     listen_port = -1 if port is None else port
     tls_block = ""
     if tls is not None:
-        tls_block = (
-            "tls {\n"
-            f"  cert_file: {_q(str(tls.cert_file))}\n"
-            f"  key_file: {_q(str(tls.key_file))}\n"
-            f"  ca_file: {_q(str(tls.ca_file))}\n"
-            "  verify_and_map: true\n"
-            f"  timeout: {TLS_TIMEOUT_S}\n"
-            "}\n"
-        )
+        tls_block = "tls " + _tls_block(tls, "")
     return (
         "# Rendered by metrocloud.bus.server: do not edit, it is rewritten at every start.\n"
-        'server_name: "metrocloud"\n'
+        f"server_name: {_q(server_name)}\n"
         f"listen: {_q(f'127.0.0.1:{listen_port}')}\n"
         f"http: {_q('127.0.0.1:-1')}\n"
         f"ports_file_dir: {_q(str(ports_file_dir))}\n"
         f"max_payload: {max_payload}\n"
         f"max_pending: {max_pending}\n"
         f"{tls_block}"
+        f"{_cluster_block(cluster, tls)}"
         "jetstream {\n"
         f"  store_dir: {_q(str(store_dir))}\n"
         "}\n"
@@ -397,6 +482,9 @@ class EmbeddedNatsServer:
         roles: Mapping[str, Role] = ROLES,
         tls: ServerTls | None = None,
         start_timeout_s: float = 30.0,
+        server_name: str = SERVER_NAME,
+        cluster: ClusterRoutes | None = None,
+        users_path: Path | None = None,
     ) -> None:
         if max_payload <= 0:
             raise ConfigurationError(f"max_payload must be positive, got {max_payload}")
@@ -407,6 +495,9 @@ class EmbeddedNatsServer:
         self.roles: Mapping[str, Role] = roles
         self.tls = tls
         self.start_timeout_s = start_timeout_s
+        self.server_name = server_name
+        self.cluster = cluster
+        self._users_path = None if users_path is None else Path(users_path)
         self._requested_port = port
         self._port: int | None = port
         self._monitor_url: str | None = None
@@ -430,7 +521,8 @@ class EmbeddedNatsServer:
 
     @property
     def users_path(self) -> Path:
-        return self.nats_dir / "users.json"
+        """Password mode: ``{role: password}``; the nodes of a cluster share one file."""
+        return self._users_path or self.nats_dir / "users.json"
 
     @property
     def tls_dir(self) -> Path:
@@ -485,6 +577,7 @@ class EmbeddedNatsServer:
         if self._passwords is not None and set(self.roles) <= set(self._passwords):
             return self._passwords
         self.nats_dir.mkdir(parents=True, exist_ok=True)
+        self.users_path.parent.mkdir(parents=True, exist_ok=True)
         passwords: dict[str, str] = {}
         if self.users_path.exists():
             loaded = json.loads(self.users_path.read_text(encoding="utf-8"))
@@ -565,6 +658,8 @@ class EmbeddedNatsServer:
             passwords=passwords,
             tls=tls_files,
             roles=self.roles,
+            server_name=self.server_name,
+            cluster=self.cluster,
         )
         _write_private(self.config_path, config)
 
@@ -625,6 +720,40 @@ class EmbeddedNatsServer:
                         return
             time.sleep(0.02)
 
+    def monitor(self, path: str, timeout_s: float = 2.0) -> dict[str, Any]:
+        """The JSON of a monitoring endpoint, e.g. ``/routez`` or ``/jsz``.
+
+        ``NatsServerError`` when the server is not running or does not answer.
+        """
+        url = self.monitor_url + path
+        try:
+            with _NO_PROXY.open(url, timeout=timeout_s) as resp:
+                data = json.loads(resp.read())
+        except (OSError, ValueError) as exc:
+            raise NatsServerError(f"{url}: {exc}") from exc
+        if not isinstance(data, dict):
+            raise NatsServerError(f"{url}: not a JSON object")
+        return data
+
+    def health_problem(self, timeout_s: float = 2.0) -> str | None:
+        """None when ``/healthz`` answers ok, else what it (or the connection) says.
+
+        This is the full check: in a cluster it fails until the node has a JetStream meta
+        leader and every stream and consumer replica it holds is current (caught up).
+        """
+        if not self.running or self._monitor_url is None:
+            return "not running"
+        url = self._monitor_url + "/healthz"
+        try:
+            with _NO_PROXY.open(url, timeout=timeout_s) as resp:
+                return None if resp.status == 200 else f"status {resp.status}"
+        except urllib.error.HTTPError as exc:
+            with contextlib.suppress(OSError, ValueError):
+                return str(json.loads(exc.read()).get("error") or exc)
+            return str(exc)
+        except OSError as exc:
+            return str(exc)
+
     def log_tail(self, chars: int = _LOG_TAIL_CHARS) -> str:
         """The end of what the server wrote since the last :meth:`start`."""
         try:
@@ -674,4 +803,7 @@ class EmbeddedNatsServer:
     def __repr__(self) -> str:
         state = "running" if self.running else "stopped"
         mode = "tls" if self.tls is not None else "passwords"
-        return f"EmbeddedNatsServer({str(self.data_dir)!r}, port={self._port}, {mode}, {state})"
+        name = "" if self.cluster is None else f", {self.server_name!r}"
+        return (
+            f"EmbeddedNatsServer({str(self.data_dir)!r}{name}, port={self._port}, {mode}, {state})"
+        )

@@ -1,5 +1,6 @@
 """Start one cloud process on the installed releases:
-``python -m metrocloud.cloud.boot NAME --data DIR [--option K=V ...]``.
+``python -m metrocloud.cloud.boot NAME --data DIR [--option K=V ...]`` (embedded) or
+``python -m metrocloud.cloud.boot NAME --config FILE`` (one process of a deployment).
 
 1. The install root (``DIR/software``) is activated before any legally relevant module is
    imported, so the process runs, and identifies, the releases the pointers name.
@@ -42,6 +43,11 @@ def _again(argv: list[str]) -> None:
 def main(argv: list[str] | None = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
     data = _argument(argv, "--data")
+    config = _argument(argv, "--config")
+    if data is None and config is not None:
+        from metrocloud.cloud.config import load_config  # nothing legally relevant
+
+        data = str(load_config(Path(config)).data)
     name = argv[0] if argv and not argv[0].startswith("-") else None
     root = InstallRoot(Path(data) / "software") if data else None
     try:

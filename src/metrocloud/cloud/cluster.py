@@ -10,9 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import random
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -22,12 +20,13 @@ from pathlib import Path
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from metrocloud.bus.connect import connect
-from metrocloud.bus.server import EmbeddedNatsServer, issue_server_tls
+from metrocloud.bus.server import EmbeddedNatsServer, ServerTls, issue_server_tls
 from metrocloud.bus.streams import ensure_streams
 from metrocloud.bus.subjects import SERVICE_ROLES
 from metrocloud.cloud.https import LOCAL_HOSTS
 from metrocloud.cloud.runtime import CRL_REFRESH_S, DataDir
 from metrocloud.core.errors import ConfigurationError, MetrocloudError
+from metrocloud.core.ports import free_port as free_port  # re-exported under its old home
 from metrocloud.pki import Pki, Role, SubCa
 
 MAX_PAYLOAD = 32 * 1024 * 1024
@@ -39,36 +38,6 @@ THREADS = {"legal": "2"}
 
 class ClusterError(MetrocloudError):
     pass
-
-
-EPHEMERAL_PORTS = Path("/proc/sys/net/ipv4/ip_local_port_range")
-LOWEST_PORT = 10_000
-
-
-def _ephemeral_range() -> tuple[int, int]:
-    try:
-        low, high = (int(p) for p in EPHEMERAL_PORTS.read_text().split())
-    except (OSError, ValueError):
-        return 32768, 60999  # Linux's default
-    return low, high
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now, below the kernel's
-    ephemeral range: a port from that range may be handed to an outgoing connection (to
-    the broker, say) between this check and the service binding it."""
-    low, _ = _ephemeral_range()
-    candidates = list(range(LOWEST_PORT, low)) if low > LOWEST_PORT + 1000 else []
-    for port in random.sample(candidates, min(len(candidates), 200)):
-        with socket.socket() as probe:
-            try:
-                probe.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return port
-    with socket.socket() as probe:  # no room below the range: let the kernel choose
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def require_p256_bus_cas(pki: Pki) -> None:
@@ -111,6 +80,15 @@ class Cluster:
         self.processes: dict[str, subprocess.Popen[bytes]] = {}
         self.crl_refresh_s = crl_refresh_s
         self.ports: dict[str, int] = {}
+        self.instances: dict[str, str] = {}
+        """Process name -> service, for processes not named after their service."""
+        self.threads = dict(THREADS)
+        """OpenMP threads per service (the FHE library's)."""
+        self.bus_url = ""
+
+    def service_of(self, process: str) -> str:
+        """The service a process runs (several processes may run one service: ``legal-2``)."""
+        return self.instances.get(process, process)
 
     # -- lifecycle ------------------------------------------------------------------
     def start(self, timeout_s: float = 60.0) -> None:
@@ -120,19 +98,46 @@ class Cluster:
         try:
             require_p256_bus_cas(pki)
             ids = self.data.identities_store(pki)
-            for name in self.services:
+            for name in dict.fromkeys(self.service_of(p) for p in self.services):
                 https = name in HTTPS_SERVICES
                 ids.identity(name, Role.SERVICE, hosts=LOCAL_HOSTS if https else ())
             for name in (*self.witnesses, *self.monitor):  # the authority's nodes
                 ids.identity(name, Role.AUTHORITY, hosts=LOCAL_HOSTS)
             # The bus: the server's identity and one client identity per role (mTLS only).
-            self.server.tls = issue_server_tls(ids)
+            tls = issue_server_tls(ids)
         finally:
             pki.close()
+        try:
+            self.bus_url = self.start_broker(tls)
+            asyncio.run(self._prepare_bus())
+            self.publish_description(self.describe())
+            # The PKI first: the others fetch its CRLs as they start. Then the authority's
+            # witnesses, so the logbook finds them for its first head. The monitor last: it
+            # checks the others.
+            first = tuple(n for n in self.services if n == "pki")
+            rest = tuple(n for n in self.services if n not in first)
+            for group in (first, self.witnesses, rest, self.monitor):
+                for name in group:
+                    self.spawn(name)
+                self.wait_ready(group, timeout_s)
+        except BaseException:  # a start that fails leaves nothing running behind
+            self.stop()
+            raise
+
+    def start_broker(self, tls: ServerTls) -> str:
+        """Start the broker with ``tls``; the URL (or comma-separated URLs) clients use."""
+        self.server.tls = tls
         self.server.start()
-        asyncio.run(self._prepare_bus())
+        return self.server.url
+
+    def publish_description(self, described: dict[str, object]) -> None:
+        """Tell the processes where everything is: ``cluster.json`` in the data folder."""
+        self.data.cluster_file.write_text(json.dumps(described))
+
+    def describe(self) -> dict[str, object]:
+        """Where everything answers (``cluster.json``); assigns the HTTPS ports."""
         described: dict[str, object] = {
-            "nats_url": self.server.url,
+            "nats_url": self.bus_url,
             "crl_refresh_s": self.crl_refresh_s,
         }
         served = (*(n for n in self.services if n in HTTPS_SERVICES), *self.witnesses)
@@ -150,20 +155,7 @@ class Cluster:
         described["witnesses"] = {name: self.url(name) for name in self.witnesses}
         if self.monitor:
             described["monitor_url"] = self.url("monitor")
-        self.data.cluster_file.write_text(json.dumps(described))
-        # The PKI first: the others fetch its CRLs as they start. Then the authority's
-        # witnesses, so the logbook finds them for its first head. The monitor last: it
-        # checks the others.
-        first = tuple(n for n in self.services if n == "pki")
-        rest = tuple(n for n in self.services if n not in first)
-        try:
-            for group in (first, self.witnesses, rest, self.monitor):
-                for name in group:
-                    self.spawn(name)
-                self.wait_ready(group, timeout_s)
-        except BaseException:  # a start that fails leaves nothing running behind
-            self.stop()
-            raise
+        return described
 
     def url(self, name: str) -> str:
         """Where HTTPS service ``name`` answers (its certificate chains to ``pki/root.pem``)."""
@@ -175,19 +167,32 @@ class Cluster:
 
     async def _prepare_bus(self) -> None:
         nc = await connect(
-            self.server.url, self.data.credentials("admin"), name="supervisor", role="admin"
+            self.bus_url, self.data.credentials("admin"), name="supervisor", role="admin"
         )
         try:
             await ensure_streams(nc.jetstream())
         finally:
             await nc.close()
 
-    def spawn(self, name: str) -> None:
-        (self.data.run / f"{name}.ready").unlink(missing_ok=True)
-        cmd = [sys.executable, "-m", "metrocloud.cloud.boot", name, "--data", str(self.data.root)]
+    def command(self, name: str) -> list[str]:
+        """How process ``name`` is started."""
+        service = self.service_of(name)
+        cmd = [
+            sys.executable,
+            "-m",
+            "metrocloud.cloud.boot",
+            service,
+            "--data",
+            str(self.data.root),
+        ]
         for key, value in self.options.get(name, {}).items():
             cmd += ["--option", f"{key}={value}"]
-        env = dict(os.environ, OMP_NUM_THREADS=THREADS.get(name, "1"))
+        return cmd
+
+    def spawn(self, name: str) -> None:
+        (self.data.run / f"{name}.ready").unlink(missing_ok=True)
+        cmd = self.command(name)
+        env = dict(os.environ, OMP_NUM_THREADS=self.threads.get(self.service_of(name), "1"))
         log = (self.data.logs / f"{name}.log").open("ab")
         self.processes[name] = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
         log.close()
@@ -233,6 +238,9 @@ class Cluster:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
+        self.stop_broker()
+
+    def stop_broker(self) -> None:
         self.server.stop()
 
     def __enter__(self) -> Cluster:

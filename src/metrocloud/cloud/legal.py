@@ -40,6 +40,7 @@ from metrocloud.fhe.context import (
 from metrocloud.fhe.evaluator import Evaluator
 from metrocloud.fhe.params import FheParameters
 from metrocloud.tariffs import PROGRAMS, TariffProgram, load_program
+from metrocloud.tariffs.register import RegisterProgram
 
 _log = logging.getLogger(__name__)
 
@@ -83,9 +84,20 @@ class Legal(Service):
         super().__init__(*args, **kwargs)
         self._keys: dict[str, CustomerKeys] = {}
         self._programs: dict[tuple[str, str, str], TariffProgram] = {}
-        # Fault injection for the testbed: "flip-r:<meter>" corrupts r (not r') of a meter.
+        # Fault injection for the testbed's scenarios (an insider who runs legal manipulated):
+        # "flip-r:<meter>" corrupts r (not r') of one meter's results; "shift-schedule:<n>"
+        # bills every reading of a time-dependent program (TAF 1, 2) in the register of the
+        # quarter hour n later, for r and r' alike: a consistent manipulation.
         fault = self.options.get("fault", "")
         self._flip_r_of = fault.removeprefix("flip-r:") if fault.startswith("flip-r:") else None
+        self._shift = (
+            int(fault.removeprefix("shift-schedule:")) if fault.startswith("shift-schedule:") else 0
+        )
+
+    @property
+    def worker(self) -> str:
+        """This process among the competing legal workers (``legal-2``; ``legal`` alone)."""
+        return self.options.get("name", self.name)
 
     async def serve(self) -> None:
         await self.consume("legal", self.handle, batch=1)
@@ -127,7 +139,11 @@ class Legal(Service):
             required.parameters_id,
         )
         if key not in self._programs:  # one instance per configuration: it caches its masks
-            self._programs[key] = load_program(meter.tariff, params, meter.tariff_config)
+            program = load_program(meter.tariff, params, meter.tariff_config)
+            if self._shift and isinstance(program, RegisterProgram):
+                honest = program.register_of
+                setattr(program, "register_of", lambda index: honest(index + self._shift))  # noqa: B010
+            self._programs[key] = program
         return self._programs[key]
 
     async def handle(self, msg: Msg) -> None:
@@ -160,7 +176,13 @@ class Legal(Service):
         await self.log(
             EventKind.PROCESSING,
             tx.meter,
-            {"step": "evaluate", "period": tx.period_id, "seq": tx.seq, "tariff": program.name},
+            {
+                "step": "evaluate",
+                "period": tx.period_id,
+                "seq": tx.seq,
+                "tariff": program.name,
+                "worker": self.worker,
+            },
             event_id=f"evaluate-{tx.meter}-{tx.period_id}-{tx.seq}",
         )
         self.store.insert_partial(
@@ -217,6 +239,7 @@ class Legal(Service):
                 "period": close.period_id,
                 "transmissions": close.transmissions,
                 "tariff": tariff,
+                "worker": self.worker,
             },
             event_id=f"readout-{close.meter}-{close.period_id}",
         )

@@ -30,7 +30,7 @@ from metrocloud.core.events import EventKind, LogEvent
 from metrocloud.logbook.api import create_app
 from metrocloud.logbook.checkpoint import LOG_ORIGIN, Checkpoint, sign_checkpoint
 from metrocloud.logbook.readers import ReaderPolicy
-from metrocloud.logbook.transparency import MerkleLogbook
+from metrocloud.logbook.transparency import MerkleLogbook, open_logbook
 from metrocloud.logbook.witness_client import CosigningRound, WitnessClient, gather_cosignatures
 from metrocloud.pki.pem import write_atomically
 
@@ -64,13 +64,13 @@ class Logbook(Service):
         return (self.data.root / "checkpoint").read_text(encoding="utf-8")
 
     async def serve(self) -> None:
-        book = MerkleLogbook(self.data.logbook)
+        book = open_logbook(self.data.logbook_location)
         assert self.js is not None
         sub = await pull(self.js, "logbook")
         tasks = [asyncio.ensure_future(self._cosign_heads())]
         if "port" in self.options:
             app = create_app(
-                lambda: MerkleLogbook(self.data.logbook),
+                lambda: open_logbook(self.data.logbook_location),
                 lambda: self.published,
                 readers=ReaderPolicy(self.trust, self._customer_subjects),
             )
@@ -166,7 +166,7 @@ class Logbook(Service):
         self, note: str, witnesses: list[WitnessClient], known: dict[str, int]
     ) -> CosigningRound:
         """One round (in a worker thread, with its own handle on the log for the proofs)."""
-        with MerkleLogbook(self.data.logbook) as book:
+        with open_logbook(self.data.logbook_location) as book:
             return gather_cosignatures(note, witnesses, known, book.consistency_proof)
 
     def _publish(self, round_: CosigningRound) -> None:

@@ -17,10 +17,11 @@ import secrets
 import sqlite3
 from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import psycopg
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.errors import Error as NatsError
@@ -30,6 +31,7 @@ from metrocloud.bus.connect import connect, tls_credentials
 from metrocloud.bus.server import Credentials, bus_identity_name
 from metrocloud.bus.streams import fetch, pull
 from metrocloud.bus.subjects import identify_subject, switch_subject
+from metrocloud.cloud.config import ServiceConfig
 from metrocloud.core.clock import now_iso
 from metrocloud.core.errors import Rejected
 from metrocloud.core.events import EventKind, LogEvent
@@ -40,7 +42,7 @@ from metrocloud.pki.authority import Audit
 from metrocloud.pki.client import PkiClient, PkiUnreachable
 from metrocloud.pki.keys import PASSPHRASE_ENV
 from metrocloud.pki.pem import write_atomically
-from metrocloud.store import SQLiteStore, Store
+from metrocloud.store import Store, open_store
 
 _log = logging.getLogger(__name__)
 
@@ -56,15 +58,22 @@ TRANSIENT: tuple[type[BaseException], ...] = (
     TimeoutError,
     asyncio.TimeoutError,
     sqlite3.OperationalError,
+    psycopg.OperationalError,  # PostgreSQL restarting or unreachable
     OSError,
 )
 
 
 @dataclass(frozen=True)
 class DataDir:
-    """The embedded default keeps everything under one folder."""
+    """The embedded default keeps everything under one folder.
+
+    A process of a distributed deployment has a folder too (its keys, certificates, trust
+    anchors and install root), and a :class:`~metrocloud.cloud.config.ServiceConfig` that
+    says what ``cluster.json`` says when embedded, and where the store and logbook live.
+    """
 
     root: Path
+    config: ServiceConfig | None = field(default=None, compare=False)
 
     @property
     def store(self) -> Path:
@@ -141,6 +150,10 @@ class DataDir:
         return self.root / "run"
 
     def cluster(self) -> dict[str, Any]:
+        """Where the broker and the other services are: from the process's configuration,
+        else from ``cluster.json`` (the embedded supervisor's)."""
+        if self.config is not None:
+            return self.config.cluster()
         data = json.loads(self.cluster_file.read_text())
         assert isinstance(data, dict)
         return data
@@ -160,8 +173,20 @@ class DataDir:
             password=self.passphrase(),
         )
 
+    @property
+    def store_location(self) -> str | Path:
+        """The store: the configured database, else this folder's SQLite file."""
+        configured = None if self.config is None else self.config.storage.database
+        return configured or self.store
+
+    @property
+    def logbook_location(self) -> str | Path:
+        """The logbook's Merkle tree: the configured database, else this folder's file."""
+        configured = None if self.config is None else self.config.storage.logbook
+        return configured or self.logbook
+
     def open_store(self) -> Store:
-        return SQLiteStore(self.store)
+        return open_store(self.store_location)
 
 
 class Service(ABC):

@@ -1,5 +1,6 @@
 """Run one cloud service in this process (started as ``python -m metrocloud.cloud.boot NAME
---data DIR``, which loads the installed releases first)."""
+--data DIR`` in the embedded cloud, or ``... NAME --config FILE`` in a distributed
+deployment; the boot step loads the installed releases first)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from pathlib import Path
 from metrocloud.authority.monitor_service import MonitorService
 from metrocloud.authority.witness import WitnessService
 from metrocloud.cloud.communication import Communication
+from metrocloud.cloud.config import load_config
 from metrocloud.cloud.display import Display
 from metrocloud.cloud.download import Download
 from metrocloud.cloud.legal import Legal
@@ -48,16 +50,20 @@ def process_name(name: str) -> str:
     raise argparse.ArgumentTypeError(f"{name!r}: one of {sorted(SERVICES)}, {MONITOR} or witness-N")
 
 
-async def run_service(name: str, data: DataDir, options: dict[str, str]) -> Service:
+async def run_service(
+    name: str, data: DataDir, options: dict[str, str], process: str | None = None
+) -> Service:
     """Run one service until it stops; the service is returned (did it ask to restart?).
 
+    ``process`` names this process (its ready file), when several run the same service.
     Once it is ready, the releases it runs on trial are kept (see
     :mod:`metrocloud.cloud.boot`): the new code has started well."""
     service = service_class(name)(data, options)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, lambda: asyncio.ensure_future(service.stop()))
-    ready = data.run / f"{name}.ready"
+    data.run.mkdir(parents=True, exist_ok=True)
+    ready = data.run / f"{process or name}.ready"
 
     async def mark_ready() -> None:
         while not service.ready:
@@ -79,15 +85,27 @@ async def run_service(name: str, data: DataDir, options: dict[str, str]) -> Serv
 def main(argv: list[str] | None = None) -> Service:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("name", type=process_name)
-    parser.add_argument("--data", type=Path, required=True)
+    where = parser.add_mutually_exclusive_group(required=True)
+    where.add_argument("--data", type=Path, help="the embedded cloud's data folder")
+    where.add_argument("--config", type=Path, help="a process configuration (TOML)")
     parser.add_argument("--option", action="append", default=[], help="KEY=VALUE")
     args = parser.parse_args(argv)
+    options = dict(o.split("=", 1) for o in args.option)
+    process = args.name
+    if args.config is not None:
+        config = load_config(args.config)
+        if config.service != args.name:
+            parser.error(f"{args.config} configures {config.service}, not {args.name}")
+        data = DataDir(config.data, config)
+        options = {**config.service_options(), **options}
+        process = config.process
+    else:
+        data = DataDir(args.data)
     logging.basicConfig(
-        level=logging.INFO, format=f"%(asctime)s {args.name} %(levelname)s %(message)s"
+        level=logging.INFO, format=f"%(asctime)s {process} %(levelname)s %(message)s"
     )
     logging.getLogger("httpx").setLevel(logging.WARNING)
-    options = dict(o.split("=", 1) for o in args.option)
-    return asyncio.run(run_service(args.name, DataDir(args.data), options))
+    return asyncio.run(run_service(args.name, data, options, process))
 
 
 if __name__ == "__main__":

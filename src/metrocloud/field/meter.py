@@ -66,9 +66,12 @@ _OK: Final = MeterStatus.OK
 _ERROR: Final = MeterStatus.ERROR
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Reading:
-    """One quarter-hourly reading: the cumulative register at the end of interval ``index``."""
+    """One quarter-hourly reading: the cumulative register at the end of interval ``index``.
+
+    With slots: a gateway keeps every reading it accepts, and an object without a
+    ``__dict__`` is one fewer for the garbage collector to walk."""
 
     meter_id: str
     index: int
@@ -162,23 +165,18 @@ class Meter:
 
     # -- per-interval randomness ------------------------------------------------------------
 
-    def _uniforms(self, index: int) -> tuple[float, float, float, float, float]:
-        """Five independent uniforms in (0, 1), a pure function of (seed, meter_id, index)."""
-        h = self._hasher.copy()
-        h.update(index.to_bytes(16, "big", signed=True))
-        a, b, c, d, e = _WORDS.unpack(h.digest())
-        return (
-            ((a >> 11) + 0.5) * _INV_2_53,
-            ((b >> 11) + 0.5) * _INV_2_53,
-            ((c >> 11) + 0.5) * _INV_2_53,
-            ((d >> 11) + 0.5) * _INV_2_53,
-            ((e >> 11) + 0.5) * _INV_2_53,
-        )
-
     def _interval(self, index: int) -> tuple[int, MeterStatus]:
         cfg = self.config
         mean = self.profile.expected_wh(index)
-        u_z1, u_z2, u_spike, u_size, u_error = self._uniforms(index)
+        # five independent uniforms in (0, 1), a pure function of (seed, meter_id, index)
+        h = self._hasher.copy()
+        h.update(index.to_bytes(16, "big", signed=True))
+        a, b, c, d, e = _WORDS.unpack(h.digest())
+        u_z1 = ((a >> 11) + 0.5) * _INV_2_53
+        u_z2 = ((b >> 11) + 0.5) * _INV_2_53
+        u_spike = ((c >> 11) + 0.5) * _INV_2_53
+        u_size = ((d >> 11) + 0.5) * _INV_2_53
+        u_error = ((e >> 11) + 0.5) * _INV_2_53
         sigma = cfg.noise
         if sigma > 0.0:
             z = math.sqrt(-2.0 * math.log(u_z1)) * math.cos(_TWO_PI * u_z2)  # Box-Muller
@@ -247,12 +245,19 @@ class Meter:
 
     def reading(self, index: int) -> Reading:
         """The reading at ``index``."""
+        register, status = self.register_and_status(index)
+        return Reading(self.meter_id, index, register, status)
+
+    def register_and_status(self, index: int) -> tuple[int, MeterStatus]:
+        """The register and status of the reading at ``index`` (:meth:`reading` without
+        the object)."""
         last = self._last
         if last is not None and type(index) is int and index == last[0] + 1:
             wh, status = self._interval(index)  # one draw for register and status
-            self._last = (index, last[1] + wh)
-            return Reading(self.meter_id, index, last[1] + wh, status)
-        return Reading(self.meter_id, index, self.register_at(index), self.status_at(index))
+            register = last[1] + wh
+            self._last = (index, register)
+            return register, status
+        return self.register_at(index), self.status_at(index)
 
     def readings(self, start_index: int, count: int) -> list[Reading]:
         """``count`` consecutive readings starting with the one at ``start_index``."""

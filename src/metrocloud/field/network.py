@@ -17,6 +17,7 @@ from collections import Counter, deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from operator import itemgetter
 
 from cryptography.hazmat.primitives.asymmetric import ec
 
@@ -26,6 +27,7 @@ from metrocloud.field.lmn import sensor_telegram
 from metrocloud.field.sensors import Interface, Sensor
 from metrocloud.field.smgw import LmnOutcome, SmartMeterGateway
 
+_FIRST = itemgetter(0)
 QUARTER_S = 900.0
 SEND_WINDOW_S = 840.0
 """Meters send within the first 14 minutes of their quarter hour (after the reading)."""
@@ -74,7 +76,7 @@ class FieldNetwork:
             meter_id: (self._draw(meter_id, "slot") % 10_000) / 10_000 * SEND_WINDOW_S
             for meter_id in self.sensors
         }
-        self.now = index_time(origin - 1)
+        self.now = self._zero = index_time(origin - 1)
         gateway.clock = lambda: self.now
 
     def _draw(self, meter_id: str, what: str) -> int:
@@ -88,7 +90,7 @@ class FieldNetwork:
         return (index - self.origin + 1) * QUARTER_S
 
     def time_at(self, seconds: float) -> datetime:
-        return index_time(self.origin - 1) + timedelta(seconds=seconds)
+        return self._zero + timedelta(seconds=seconds)
 
     def step(self, index: int) -> None:
         """Meters send their readings of ``index`` (taken at the end of its quarter hour)
@@ -109,7 +111,7 @@ class FieldNetwork:
             else:
                 self.channel.send(Transmission(meter_id, frame, at))
         arrivals = [(r.at_s, False, r.frame, r.sender) for r in self.channel.deliver(until)]
-        for at, is_wired, frame, sender in sorted(arrivals + wired, key=lambda a: a[0]):
+        for at, is_wired, frame, sender in sorted(arrivals + wired, key=_FIRST):
             self._receive(at, frame, is_wired, sender)
 
     def _receive(self, at: float, frame: bytes, wired: bool, sender: str) -> None:
@@ -129,6 +131,8 @@ class FieldNetwork:
         if flush:
             for reception in self.channel.flush():
                 self._receive(reception.at_s, reception.frame, False, reception.sender)
+            for log in self.gateway.logs.values():  # the consumer log's last batch to its file
+                log.flush()
         return self.stats
 
     def inject(self, frame: bytes, at_index: int, rssi_dbm: float = -60.0) -> None:

@@ -26,7 +26,7 @@ from enum import Enum
 from typing import Final
 
 from metrocloud.field.loadprofile import DISTRICT_HEAT, GAS_HEATING, HOUSEHOLD, WATER
-from metrocloud.field.meter import DEFAULT_ORIGIN_INDEX, Meter, MeterConfig, Reading
+from metrocloud.field.meter import DEFAULT_ORIGIN_INDEX, Meter, MeterConfig, MeterStatus, Reading
 
 
 class Medium(str, Enum):
@@ -190,6 +190,8 @@ class Sensor:
             f"metrocloud.field.sensors|{config.seed}|{config.meter_id}|".encode(),
             digest_size=_TEMPS.size,
         )
+        self._heat = config.medium is Medium.HEAT
+        self._unit = config.medium.unit
 
     @property
     def meter_id(self) -> str:
@@ -207,7 +209,7 @@ class Sensor:
         )
 
     def _cyclic(self, index: int) -> tuple[tuple[str, float], ...]:
-        if self.config.medium is not Medium.HEAT:
+        if not self._heat:
             return ()
         h = self._hasher.copy()
         h.update(index.to_bytes(16, "big", signed=True))
@@ -223,14 +225,23 @@ class Sensor:
 
     def reading(self, index: int) -> SensorReading:
         """The reading at ``index`` as the meter reports it (manipulations included)."""
-        true = self.meter.reading(index)
-        offset = 0
-        for since, shift in self.state.register_offsets:
-            if since <= index:
-                offset = shift
-        register = max(true.register_wh + offset, 0)
-        reported = Reading(true.meter_id, index, register, true.status)
-        return SensorReading(reported, self.config.medium.unit, self._cyclic(index))
+        register, status, cyclic = self.report(index)
+        return SensorReading(Reading(self.meter_id, index, register, status), self._unit, cyclic)
+
+    def report(self, index: int) -> tuple[int, MeterStatus, tuple[tuple[str, float], ...]]:
+        """Register, status and cyclic values of :meth:`reading`, without the objects (what
+        a meter's telegram needs)."""
+        register, status = self.meter.register_and_status(index)
+        offsets = self.state.register_offsets
+        if offsets:
+            offset = 0
+            for since, shift in offsets:
+                if since <= index:
+                    offset = shift
+            register += offset
+        if register < 0:
+            register = 0
+        return register, status, self._cyclic(index) if self._heat else ()
 
     # -- manipulations during a run ------------------------------------------------------------
     def set_register(self, index: int, value: int) -> None:

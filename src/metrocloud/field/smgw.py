@@ -10,7 +10,9 @@ BSI TR-03109-1 splits a gateway's world in three networks, and this module follo
   for the cloud is derived from those (:class:`ReceivedReadings`, a reading source for
   :class:`metrocloud.field.gateway.Gateway`).
 - **WAN**, the gateway administrator: configures meters, their keys and their customer
-  (:meth:`configure_meter`, :meth:`change_key`, :meth:`remove_meter`); sees no readings.
+  (:meth:`configure_meter`, :meth:`change_key`, :meth:`remove_meter`), their tariff
+  profiles (:meth:`set_tariff`) and the consumers' HAN passwords; sees no readings (the
+  HTTPS API of :mod:`metrocloud.field.wan`).
 - **HAN**, the consumer: sees the readings of their own meters only
   (:meth:`consumer_view`; the local display page of :mod:`metrocloud.field.han`).
 
@@ -25,8 +27,9 @@ from __future__ import annotations
 
 import json
 import threading
+import weakref
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -61,26 +64,102 @@ class LogEntry:
         )
 
 
+_Reading = tuple[datetime, str, str, int, int, str]
+"""A consumer-log reading not yet made a :class:`LogEntry`: time, meter, customer, index,
+register, unit (atomic values only, so the garbage collector does not track it)."""
+
+
 class GatewayLog:
-    """An append-only log for one audience, kept in memory and, with a folder, as JSONL."""
+    """An append-only log for one audience, kept in memory and, with a folder, as JSONL.
+
+    Readings (:meth:`append_reading`, the consumer log's bulk: one per accepted telegram)
+    are kept compact and become :class:`LogEntry` objects, in order with the rest, when the
+    log is read (:attr:`entries`, :meth:`kinds`) or flushed. The consumer log's file is
+    written in batches of :attr:`BATCH` entries and on :meth:`flush` (and at exit); the
+    administrator's and the authority's at once, entry by entry.
+    """
+
+    BATCH = 1024
 
     def __init__(self, audience: Audience, folder: Path | None = None) -> None:
         self.audience = audience
-        self.entries: list[LogEntry] = []
         self.path = None if folder is None else folder / f"{audience}.jsonl"
         self._lock = threading.Lock()
+        self._entries: list[LogEntry] = []
+        self._pending: list[LogEntry | _Reading] = []
+        """Appended, not yet in ``_entries`` (nor in the file)."""
+        self._batch = self.BATCH if audience == "consumer" else 1
+        if self.path is not None:  # what is still pending at exit goes to the file then
+            weakref.finalize(self, GatewayLog._write_out, self._lock, self._pending, self.path)
+
+    @property
+    def entries(self) -> list[LogEntry]:
+        """Every entry, oldest first."""
+        with self._lock:
+            if self._pending:
+                self._settle()
+            return self._entries
 
     def append(self, at: datetime, kind: str, meter: str | None, detail: dict[str, Any]) -> None:
         entry = LogEntry(at.isoformat(), kind, meter, detail)
         with self._lock:
-            self.entries.append(entry)
-            if self.path is not None:
-                self.path.parent.mkdir(parents=True, exist_ok=True)
-                with self.path.open("a") as f:
-                    f.write(entry.to_json() + "\n")
+            self._pending.append(entry)
+            if self.path is not None and len(self._pending) >= self._batch:
+                self._settle()
+
+    def append_reading(
+        self, at: datetime, meter: str, customer: str, index: int, register: int, unit: str
+    ) -> None:
+        """:meth:`append` of a ``reading`` entry (detail: customer, index, register, unit),
+        kept compact until read."""
+        with self._lock:
+            self._pending.append((at, meter, customer, index, register, unit))
+            if self.path is not None and len(self._pending) >= self._batch:
+                self._settle()
+
+    def flush(self) -> None:
+        """Write every entry to the file (with a folder; without, nothing to do)."""
+        if self.path is not None:
+            with self._lock:
+                self._settle()
 
     def kinds(self) -> list[str]:
         return [e.kind for e in self.entries]
+
+    def _settle(self) -> None:
+        """Pending entries into ``_entries`` and the file. Call with the lock held."""
+        if not self._pending:
+            return
+        settled = list(_entries(self._pending))
+        self._pending.clear()
+        self._entries.extend(settled)
+        if self.path is not None:
+            _write(self.path, settled)
+
+    @staticmethod
+    def _write_out(lock: threading.Lock, pending: list[LogEntry | _Reading], path: Path) -> None:
+        """The log is gone (or the interpreter exits): what is pending goes to the file,
+        unless its folder is gone too."""
+        with lock:
+            if pending and path.parent.is_dir():
+                _write(path, list(_entries(pending)))
+            pending.clear()
+
+
+def _entries(pending: list[LogEntry | _Reading]) -> Iterator[LogEntry]:
+    for item in pending:
+        if isinstance(item, LogEntry):
+            yield item
+        else:
+            at, meter, customer, index, register, unit = item
+            detail = {"customer": customer, "index": index, "register": register, "unit": unit}
+            yield LogEntry(at.isoformat(), "reading", meter, detail)
+
+
+def _write(path: Path, entries: list[LogEntry]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a") as f:
+        f.write("".join(entry.to_json() + "\n" for entry in entries))
 
 
 @dataclass(frozen=True)
@@ -94,6 +173,16 @@ class MeterRecord:
     security: Security
     key: bytes | None = None
     """The AES-128 key (security AES) or the meter's public key in DER (security ECDSA)."""
+
+
+@dataclass(frozen=True)
+class TariffProfile:
+    """A meter's tariff use case as the administrator set it: a TR-03109 tariff program
+    (``taf1`` … ``taf4``) and its configuration. The WAN side checks it with the program
+    (:func:`metrocloud.tariffs.load_program`) before it is set; the gateway only keeps it."""
+
+    name: str
+    config: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -140,6 +229,7 @@ class SmartMeterGateway:
         self._lock = threading.Lock()
         self.receiving = True
         """False while a scenario interrupts the gateway's receiver."""
+        self._tariffs: dict[str, TariffProfile] = {}
 
     # -- WAN: the gateway administrator ---------------------------------------------------
     def configure_meter(self, record: MeterRecord, by: str = "administrator") -> None:
@@ -169,8 +259,33 @@ class SmartMeterGateway:
         now = self.clock()
         with self._lock:
             self._meters.pop(meter_id, None)
+            self._tariffs.pop(meter_id, None)
         self.logs["administrator"].append(now, "meter-removed", meter_id, {"by": by})
         self.logs["metrological"].append(now, "meter-removed", meter_id, {"by": by})
+
+    def set_tariff(self, meter_id: str, profile: TariffProfile, by: str = "administrator") -> None:
+        """Set the tariff profile of ``meter_id`` (``KeyError`` for a meter not configured)."""
+        now = self.clock()
+        with self._lock:
+            self._state(meter_id)
+            self._tariffs[meter_id] = TariffProfile(profile.name, dict(profile.config))
+        detail = {"by": by, "tariff": profile.name, "config": dict(profile.config)}
+        self.logs["administrator"].append(now, "tariff-changed", meter_id, detail)
+        self.logs["metrological"].append(now, "tariff-changed", meter_id, detail)
+
+    def tariff_of(self, meter_id: str) -> TariffProfile | None:
+        """The tariff profile of ``meter_id``, None if none is set (``KeyError``: unknown)."""
+        self._state(meter_id)
+        held = self._tariffs.get(meter_id)
+        return None if held is None else TariffProfile(held.name, dict(held.config))
+
+    def consumer_password_set(self, customer_id: str, by: str = "administrator") -> None:
+        """Log that ``by`` set the HAN password of ``customer_id``. The gateway keeps no
+        password: its hash lives with the HAN side (:mod:`metrocloud.field.han`)."""
+        now = self.clock()
+        detail = {"by": by, "customer": customer_id}
+        self.logs["administrator"].append(now, "consumer-password-set", None, detail)
+        self.logs["metrological"].append(now, "consumer-password-set", None, detail)
 
     def meters(self) -> list[MeterRecord]:
         return [s.record for s in self._meters.values()]
@@ -198,21 +313,16 @@ class SmartMeterGateway:
             accepted = self._check(state, found, now)
         except Rejected as exc:
             return self._refuse(now, found.meter_id, exc.reason, exc.detail)
+        reading = accepted.reading
         with self._lock:
-            state.readings[accepted.reading.index] = accepted
+            state.readings[reading.index] = accepted
             state.access_numbers.append(found.access_number)
-            state.last_index = accepted.reading.index
-        self.logs["consumer"].append(
-            now,
-            "reading",
-            found.meter_id,
-            {
-                "customer": state.record.customer_id,
-                "index": accepted.reading.index,
-                "register": accepted.reading.register_wh,
-                "unit": state.record.medium.unit,
-            },
-        )
+            state.last_index = reading.index
+        record = state.record
+        self.logs["consumer"].append_reading(
+            now, found.meter_id, record.customer_id, reading.index, reading.register_wh,
+            record.medium.unit,
+        )  # fmt: skip
         return LmnOutcome(True, "accepted", "reading kept", found.meter_id, accepted)
 
     def _credentials(self, meter_id: str) -> tuple[Security, bytes | None] | None:

@@ -6,18 +6,21 @@ verifier can check an entry with its inclusion proof. The head of the log is the
 root hash; a head seen earlier is checked with a consistency proof.
 
 Besides the tree (:class:`~metrocloud.logbook.tree.MerkleTree`: leaves and perfect-subtree
-nodes) one table indexes the events by id, kind, subject and actor, for idempotent appends
-and filtered reads. Reads return what the leaves hold, never what the index says, so an
-index that was tampered with can hide an entry from a filter but not change one; ``verify``
-also checks the index against the leaves.
+nodes) one table, ``events``, indexes the events by id, kind, subject and actor, for
+idempotent appends and filtered reads. Reads return what the leaves hold, never what the
+index says, so an index that was tampered with can hide an entry from a filter but not
+change one; ``verify`` also checks the index against the leaves.
 
 Implements the :class:`~metrocloud.logbook.chain.Logbook` interface of the hash chain it
 replaces, with ``head()`` the root hash (``SHA-256("")`` for the empty log).
+
+The log is kept in a SQLite file or a PostgreSQL database (:func:`open_logbook`), with the
+same tables and SQL on either; one process (the logbook service) appends, others read.
 """
 
 from __future__ import annotations
 
-import sqlite3
+import contextlib
 from collections.abc import Collection, Iterable
 from pathlib import Path
 from typing import Any
@@ -26,11 +29,12 @@ from metrocloud.core.events import EventKind, LogEvent
 from metrocloud.logbook.chain import ChainVerdict, LogbookError, LogEntry, _prepare
 from metrocloud.logbook.merkle import HASH_SIZE, verify_consistency
 from metrocloud.logbook.tree import MerkleTree, TreeError
+from metrocloud.store.db import Database
 
 _INDEX = """
 CREATE TABLE IF NOT EXISTS events (
-    seq INTEGER PRIMARY KEY, event_id TEXT NOT NULL UNIQUE, actor TEXT NOT NULL,
-    kind TEXT NOT NULL, subject TEXT NOT NULL
+    seq {bigint} PRIMARY KEY, event_id {key} NOT NULL UNIQUE, actor {key} NOT NULL,
+    kind {key} NOT NULL, subject {key} NOT NULL
 );
 CREATE INDEX IF NOT EXISTS events_kind ON events (kind, seq);
 """
@@ -96,12 +100,15 @@ def _event(raw: bytes, seq: int) -> LogEvent:
 
 
 class MerkleLogbook(MerkleTree):
-    """Append-only logbook of events in an RFC 9162 Merkle tree (SQLite at ``path``)."""
+    """Append-only logbook of events in an RFC 9162 Merkle tree (SQLite at ``path``, or
+    PostgreSQL at a ``postgresql://`` URL)."""
 
-    def __init__(self, path: Path) -> None:
-        super().__init__(path)
-        self._conn.executescript(_INDEX)
+    def __init__(self, path: Path | str) -> None:
         self._pending_index: list[tuple[Any, ...]] = []
+        super().__init__(path)
+
+    def _create(self) -> None:
+        self._db.create(_INDEX)
 
     def __enter__(self) -> MerkleLogbook:
         return self
@@ -126,16 +133,9 @@ class MerkleLogbook(MerkleTree):
         """As :meth:`append_events`, returning only each event's position (no read-back:
         the logbook service's path)."""
         prepared = [_prepare(event) for event in events]
+        ids = [p.event.event_id for p in prepared]
         with self._lock:
-            known: dict[str, int] = {}
-            ids = [p.event.event_id for p in prepared]
-            for chunk in range(0, len(ids), 500):
-                part = ids[chunk : chunk + 500]
-                marks = ",".join("?" * len(part))
-                for event_id, seq in self._conn.execute(
-                    f"SELECT event_id, seq FROM events WHERE event_id IN ({marks})", part
-                ):
-                    known[str(event_id)] = int(seq)
+            known = self._known(ids)
             fresh: list[bytes] = []
             index_rows: list[tuple[int, str, str, str, str]] = []
             places: list[int] = []
@@ -153,6 +153,24 @@ class MerkleLogbook(MerkleTree):
                 self._append(fresh, index_rows)
             return places
 
+    def _known(self, ids: list[str]) -> dict[str, int]:
+        """The positions of the events of ``ids`` already logged, read with the size and
+        frontier of the same connection (read again if it had to be opened again)."""
+        while True:
+            self._refresh()
+            generation = self._db.generation
+            known: dict[str, int] = {}
+            for chunk in range(0, len(ids), 500):
+                part = ids[chunk : chunk + 500]
+                marks = ",".join("?" * len(part))
+                for event_id, seq in self._db.fetchall(
+                    f"SELECT event_id, seq FROM events WHERE event_id IN ({marks})",
+                    [self._db.key(i) for i in part],
+                ):
+                    known[self._db.unkey(event_id)] = int(seq)
+            if self._db.generation == generation:
+                return known
+
     def _append(self, entries: list[bytes], index_rows: list[tuple[Any, ...]]) -> None:
         self._pending_index = index_rows
         try:
@@ -160,8 +178,12 @@ class MerkleLogbook(MerkleTree):
         finally:
             self._pending_index = []
 
-    def _store_extra(self, conn: sqlite3.Connection) -> None:
-        conn.executemany("INSERT INTO events VALUES (?, ?, ?, ?, ?)", self._pending_index)
+    def _store_extra(self, db: Database) -> None:
+        key = db.key
+        db.executemany(
+            "INSERT INTO events VALUES (?, ?, ?, ?, ?)",
+            [(seq, *map(key, texts)) for seq, *texts in self._pending_index],
+        )
 
     # -- reading ------------------------------------------------------------------------
     def head(self) -> bytes:
@@ -172,10 +194,7 @@ class MerkleLogbook(MerkleTree):
         """The entry at ``seq``; :class:`IndexError` if there is none."""
         if not 0 <= seq < self.size:
             raise IndexError(f"no logbook entry {seq}")
-        with self._lock:
-            row = self._conn.execute(
-                "SELECT entry, leaf_hash FROM leaves WHERE idx = ?", (seq,)
-            ).fetchone()
+        row = self._db.fetchone("SELECT entry, leaf_hash FROM leaves WHERE idx = ?", (seq,))
         if row is None:
             raise LogbookError(f"stored entry {seq} is missing; run verify()")
         return LogEntry(seq, _event(bytes(row[0]), seq), bytes(row[1]), b"")
@@ -240,7 +259,7 @@ class MerkleLogbook(MerkleTree):
         limited too, so the first ``limit`` rows of all of them are the answer.
         """
         where, params = self._filter(kind, subject_prefix, start, limit, audience)
-        tail = [-1 if limit is None else limit]
+        tail = [self._db.unlimited if limit is None else limit]
         if subjects is None:
             groups: list[list[str] | None] = [None]
         else:
@@ -248,29 +267,24 @@ class MerkleLogbook(MerkleTree):
             step = SUBJECTS_PER_QUERY
             groups = [wanted[i : i + step] for i in range(0, len(wanted), step)]
         rows: list[tuple[Any, ...]] = []
-        with self._lock:
-            snapshot = len(groups) > 1 and not self._conn.in_transaction
-            if snapshot:  # the chunks see one state of the log
-                self._conn.execute("BEGIN")
-            try:
-                for group in groups:
-                    clause, values = where, params
-                    if group is not None:
-                        clause = f"{where} AND e.subject IN ({','.join('?' * len(group))})"
-                        values = [*params, *group]
-                    sql = f"SELECT {columns} FROM {source} WHERE {clause} ORDER BY e.seq LIMIT ?"
-                    rows += self._conn.execute(sql, [*values, *tail]).fetchall()
-            finally:
-                if snapshot:
-                    self._conn.execute("COMMIT")
+        with contextlib.ExitStack() as stack:
+            if len(groups) > 1:  # the chunks see one state of the log
+                stack.enter_context(self._db.transaction(write=False))
+            for group in groups:
+                clause, values = where, params
+                if group is not None:
+                    clause = f"{where} AND e.subject IN ({','.join('?' * len(group))})"
+                    values = [*params, *map(self._db.key, group)]
+                sql = f"SELECT {columns} FROM {source} WHERE {clause} ORDER BY e.seq LIMIT ?"
+                rows += self._db.fetchall(sql, [*values, *tail])
         if len(groups) > 1:
             rows.sort(key=lambda row: int(row[0]))
             if limit is not None:
                 del rows[limit:]
         return rows
 
-    @staticmethod
     def _filter(
+        self,
         kind: EventKind | None,
         subject_prefix: str | None,
         start: int,
@@ -284,17 +298,18 @@ class MerkleLogbook(MerkleTree):
         params: list[Any] = [start]
         if kind is not None:
             where.append("e.kind = ?")
-            params.append(EventKind(kind).value)
+            params.append(self._db.key(EventKind(kind).value))
         if audience is not None:
             if audience not in AUDIENCES:
                 raise ValueError(f"unknown audience {audience!r}; one of {sorted(AUDIENCES)}")
             kinds = AUDIENCES[audience]
             if kinds is not None:
                 where.append(f"e.kind IN ({','.join('?' * len(kinds))})")
-                params += sorted(k.value for k in kinds)
+                params += [self._db.key(k) for k in sorted(k.value for k in kinds)]
         if subject_prefix:
             prefix = subject_prefix.encode("utf-8")
-            where.append("substr(CAST(e.subject AS BLOB), 1, ?) = ?")
+            subject = self._db.key_bytes("e.subject")
+            where.append(f"substr({subject}, 1, CAST(? AS INTEGER)) = ?")
             params += [len(prefix), prefix]
         return " AND ".join(where), params
 
@@ -307,11 +322,10 @@ class MerkleLogbook(MerkleTree):
             return ChainVerdict(
                 False, self.size, head, bad, f"entry {bad} does not match the tree: altered"
             )
-        with self._lock:
-            rows = self._conn.execute(
-                "SELECT l.idx, l.entry, e.seq, e.event_id, e.kind, e.subject, e.actor "
-                "FROM leaves l LEFT JOIN events e ON e.seq = l.idx ORDER BY l.idx"
-            ).fetchall()
+        rows = self._db.fetchall(
+            "SELECT l.idx, l.entry, e.seq, e.event_id, e.kind, e.subject, e.actor "
+            "FROM leaves l LEFT JOIN events e ON e.seq = l.idx ORDER BY l.idx"
+        )
         for idx, raw, seq, event_id, kind, subject, actor in rows:
             try:
                 event = LogEvent.from_json(bytes(raw))
@@ -319,7 +333,9 @@ class MerkleLogbook(MerkleTree):
                 return ChainVerdict(
                     False, self.size, head, int(idx), f"entry {idx} is not a valid event: {exc}"
                 )
-            indexed = (seq, event_id, kind, subject, actor)
+            unkey = self._db.unkey
+            texts = (event_id, kind, subject, actor)
+            indexed = (seq, *(None if t is None else unkey(t) for t in texts))
             if indexed != (idx, event.event_id, event.kind.value, event.subject, event.actor):
                 return ChainVerdict(
                     False, self.size, head, int(idx), f"index of entry {idx} altered"
@@ -358,3 +374,9 @@ class MerkleLogbook(MerkleTree):
         ):
             return ChainVerdict(False, self.size, current, size, "inconsistent tree")
         return self.verify()
+
+
+def open_logbook(path_or_url: Path | str) -> MerkleLogbook:
+    """The logbook in the SQLite file at a path (or ``sqlite:///<path>``), or in the
+    PostgreSQL database at a ``postgresql://user@host:port/database`` URL."""
+    return MerkleLogbook(path_or_url)

@@ -1,4 +1,4 @@
-"""An append-only RFC 9162 Merkle tree of byte entries in SQLite.
+"""An append-only RFC 9162 Merkle tree of byte entries in SQLite or PostgreSQL.
 
 Tables::
 
@@ -14,12 +14,16 @@ level (:meth:`MerkleTree.subtree`), so proofs cost O(log² n) point reads at any
 The *frontier* (the perfect subtrees that make up the current tree, at most one per level)
 is kept in memory and rebuilt from ``nodes`` when the file is opened; an append of a batch
 merges new leaves into it and inserts the completed nodes, all in one transaction.
+
+The tree lives in a SQLite file (a path) or a PostgreSQL database (a ``postgresql://``
+URL): the same tables and SQL on either, through :class:`~metrocloud.store.db.Database`.
+One process appends; others may read (each opening its own instance). After a lost
+PostgreSQL connection the writer reads its size and frontier again from the database, so
+an append whose commit was in doubt is neither lost nor repeated.
 """
 
 from __future__ import annotations
 
-import sqlite3
-import threading
 from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
@@ -33,15 +37,16 @@ from metrocloud.logbook.merkle import (
     node_hash,
     split,
 )
+from metrocloud.store.db import Database, connect, redacted
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS leaves (
-    idx INTEGER PRIMARY KEY, leaf_hash BLOB NOT NULL, entry BLOB NOT NULL
+    idx {bigint} PRIMARY KEY, leaf_hash {blob} NOT NULL, entry {blob} NOT NULL
 );
 CREATE TABLE IF NOT EXISTS nodes (
-    level INTEGER NOT NULL, idx INTEGER NOT NULL, hash BLOB NOT NULL,
+    level {bigint} NOT NULL, idx {bigint} NOT NULL, hash {blob} NOT NULL,
     PRIMARY KEY (level, idx)
-) WITHOUT ROWID;
+) {without_rowid};
 """
 
 
@@ -71,28 +76,54 @@ class TreeError(MetrocloudError):
 
 
 class MerkleTree:
-    """Byte entries in an RFC 9162 Merkle tree, stored in SQLite at ``path``.
+    """Byte entries in an RFC 9162 Merkle tree, stored in SQLite at ``path`` or in the
+    PostgreSQL database at a ``postgresql://`` URL.
 
     One writer process; one instance may be shared by threads (a lock guards the
     connection).
     """
 
-    def __init__(self, path: Path) -> None:
-        self.path = Path(path)
-        self._lock = threading.RLock()
-        self._conn = sqlite3.connect(
-            str(self.path), timeout=30, isolation_level=None, check_same_thread=False
-        )
-        self._conn.execute("PRAGMA journal_mode = WAL")
-        self._conn.execute("PRAGMA synchronous = FULL")
-        self._conn.executescript(_SCHEMA)
-        self._size = int(self._conn.execute("SELECT COUNT(*) FROM leaves").fetchone()[0])
-        self._frontier = self._load_frontier(self._size)
+    def __init__(self, path: Path | str) -> None:
+        self._db: Database = connect(path, timeout=30)
+        self._lock = self._db.lock
+        self._db.create(_SCHEMA)
+        self._create()
+        self._load()
+
+    def _create(self) -> None:
+        """Hook for subclasses: more tables to create when the storage is opened."""
+
+    def _load(self) -> None:
+        """Read the size and the frontier from the database."""
+        with self._lock:
+            row = self._db.fetchone("SELECT COUNT(*) FROM leaves")
+            self._size = 0 if row is None else int(row[0])
+            self._frontier = self._load_frontier(self._size)
+            self._generation = self._db.generation
+
+    def _refresh(self) -> None:
+        """After a reconnection (or a failed append) read the state again: an append whose
+        commit was in doubt may or may not be in the database."""
+        with self._lock:
+            if self._db.generation != self._generation:
+                self._load()
+
+    @property
+    def path(self) -> Path:
+        """The SQLite file (a tree in PostgreSQL has none: see :attr:`location`)."""
+        path = getattr(self._db, "path", None)
+        if not isinstance(path, Path):
+            raise TreeError(f"the tree is in {self.location}, not in a file")
+        return path
+
+    @property
+    def location(self) -> str:
+        """Where the tree is: the SQLite file's path or the PostgreSQL URL (no password)."""
+        return redacted(self._db.location)
 
     # -- lifecycle ----------------------------------------------------------------------
     def close(self) -> None:
-        with self._lock:
-            self._conn.close()
+        self._db.close()
 
     def __enter__(self) -> MerkleTree:
         return self
@@ -109,6 +140,7 @@ class MerkleTree:
     def append_many(self, entries: Sequence[bytes]) -> int:
         """Append ``entries`` in order in one transaction; returns the index of the first."""
         with self._lock:
+            self._refresh()
             first = self._size
             frontier = list(self._frontier)
             leaves: list[tuple[int, bytes, bytes]] = []
@@ -118,16 +150,16 @@ class MerkleTree:
                 digest = leaf_hash(entry)
                 leaves.append((index, digest, entry))
                 nodes += _push(frontier, index, digest)
-            conn = self._conn
-            conn.execute("BEGIN IMMEDIATE")
+            if not leaves:
+                return first
+            db = self._db
             try:
-                conn.executemany("INSERT INTO leaves VALUES (?, ?, ?)", leaves)
-                conn.executemany("INSERT INTO nodes VALUES (?, ?, ?)", nodes)
-                self._store_extra(conn)
-                conn.execute("COMMIT")
+                with db.transaction():
+                    db.executemany("INSERT INTO leaves VALUES (?, ?, ?)", leaves)
+                    db.executemany("INSERT INTO nodes VALUES (?, ?, ?)", nodes)
+                    self._store_extra(db)
             except BaseException:
-                if conn.in_transaction:
-                    conn.execute("ROLLBACK")
+                self._generation = -1  # the commit may or may not have happened: reload
                 raise
             self._size = first + len(leaves)
             self._frontier = frontier
@@ -137,7 +169,7 @@ class MerkleTree:
         """Append one entry; returns its index."""
         return self.append_many([entry])
 
-    def _store_extra(self, conn: sqlite3.Connection) -> None:
+    def _store_extra(self, db: Database) -> None:
         """Hook for subclasses: more rows to write in an append's transaction."""
 
     # -- reading ------------------------------------------------------------------------
@@ -208,14 +240,13 @@ class MerkleTree:
         """
         frontier: list[Subtree] = []
         expected = 0
-        with self._lock:
-            stored_nodes = self._conn.execute("SELECT level, idx, hash FROM nodes").fetchall()
+        stored_nodes = self._db.fetchall("SELECT level, idx, hash FROM nodes")
         node_rows = {(int(r[0]), int(r[1])): bytes(r[2]) for r in stored_nodes}
         for offset in range(0, self._size, batch):
-            rows = self._conn.execute(
+            rows = self._db.fetchall(
                 "SELECT idx, leaf_hash, entry FROM leaves WHERE idx >= ? ORDER BY idx LIMIT ?",
                 (offset, batch),
-            ).fetchall()
+            )
             for idx, stored_leaf, entry in rows:
                 if idx != expected or leaf_hash(bytes(entry)) != bytes(stored_leaf):
                     return expected
@@ -227,8 +258,7 @@ class MerkleTree:
 
     # -- internals ----------------------------------------------------------------------
     def _read(self, sql: str, args: tuple[int, ...]) -> tuple[bytes, ...]:
-        with self._lock:
-            row = self._conn.execute(sql, args).fetchone()
+        row = self._db.fetchone(sql, args)
         if row is None:
             raise TreeError(f"the tree's storage lacks a row for {args}: damaged?")
         return tuple(row)

@@ -1,4 +1,4 @@
-"""The storage interface of the cloud. SQLite by default; PostgreSQL can satisfy it later.
+"""The storage interface of the cloud: SQLite by default, PostgreSQL when distributed.
 
 Every write is idempotent on its natural key, so a message redelivered after a crash
 writes nothing new: ``insert_*`` methods return ``False`` when the row already existed.

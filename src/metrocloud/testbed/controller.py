@@ -20,8 +20,18 @@ atomic actions, and reads the outcomes:
 | ``POST /v1/updates`` | a software update package (body) to the download manager |
 | ``POST /v1/services/{name}/{action}`` | ``stop``, ``start`` or ``kill`` (``kill -9``) a service |
 | ``GET /v1/logbook`` | the cloud's logbook entries (``?kind=``) |
+| ``GET /v1/flags`` | the measuring system's flags (results a display refused) |
 | ``GET /v1/gateway/logs/{audience}`` | the gateway's consumer, administrator or metrological log |
 | ``GET /v1/field`` | telegrams sent and received, the gateway's verdicts, the channel's counts |
+| ``POST /v1/gateway/wan`` | a request to the gateway's WAN API with ``identity``'s certificate |
+| ``GET /v1/software`` | the download manager's identification and installed releases |
+| ``POST /v1/attacks/forged-gateway`` | every period sealed under a look-alike gateway certificate |
+| ``POST /v1/attacks/altered-upload`` | a transmission with bytes changed after signing |
+| ``POST /v1/attacks/manipulate/{service}`` | ``service`` restarted running ``fault`` (an insider) |
+| ``POST /v1/attacks/update/{kind}`` | a malicious update, see ``UPDATE_ATTACKS`` |
+| ``POST /v1/attacks/publish`` | a message on a bus ``subject`` with ``role``'s credentials |
+| ``POST /v1/attacks/logbook/{entry}`` | a logbook entry rewritten in the database file |
+| ``POST /v1/logbook/audit`` | an auditor's check of the log against the witnesses' cosigned head |
 
 Errors are JSON ``{"error": ...}`` with 409 (the testbed's state does not allow the
 action) or 404 (no such meter, service, identity).
@@ -46,6 +56,8 @@ from pydantic import BaseModel, Field
 
 from metrocloud.testbed.testbed import Testbed, TestbedConfig, TestbedError
 
+MediumName = Literal["electricity", "gas", "water", "heat"]
+
 
 class StartRequest(BaseModel):
     meters: int = Field(2, ge=1, le=100)
@@ -54,6 +66,9 @@ class StartRequest(BaseModel):
     seed: int = 2026
     channel: Literal["ideal", "realistic"] = "ideal"
     crl_refresh_s: float = Field(2.0, gt=0, le=300)
+    media: list[MediumName] = Field(
+        default_factory=lambda: list[MediumName](["electricity"]), min_length=1, max_length=4
+    )
 
 
 class MeasureRequest(BaseModel):
@@ -67,6 +82,27 @@ class RegisterRequest(BaseModel):
 class KeyRequest(BaseModel):
     key: str = Field(pattern=r"^[0-9a-fA-F]{32}$")
     tell_gateway: bool = False
+
+
+class MeterRequest(BaseModel):
+    meter: str
+
+
+class FaultRequest(BaseModel):
+    fault: str = Field("", max_length=200)
+
+
+class PublishRequest(BaseModel):
+    role: str
+    subject: str = Field(min_length=1, max_length=255)
+    payload: str = Field("", pattern=r"^([0-9a-fA-F]{2})*$")
+
+
+class WanRequest(BaseModel):
+    identity: str = Field(min_length=1, max_length=64)
+    method: Literal["GET", "PUT", "DELETE"] = "GET"
+    path: str = Field(pattern=r"^/[A-Za-z0-9/_.-]*$", max_length=200)
+    body: dict[str, Any] | None = None
 
 
 class InjectRequest(BaseModel):
@@ -93,8 +129,11 @@ def create_controller_app(testbed: Testbed) -> FastAPI:
 
     @app.post("/v1/start")
     async def start(body: StartRequest) -> dict[str, Any]:
-        config = TestbedConfig(**body.model_dump())
-        found: dict[str, Any] = await call(testbed.start, config)
+        config = TestbedConfig(**{**body.model_dump(), "media": tuple(body.media)})
+        try:
+            found: dict[str, Any] = await call(testbed.start, config)
+        except ValueError as exc:
+            raise HTTPException(422, str(exc)) from None
         return found
 
     @app.post("/v1/stop")
@@ -176,12 +215,68 @@ def create_controller_app(testbed: Testbed) -> FastAPI:
         found: dict[str, Any] = await call(testbed.service, name, action)
         return found
 
+    @app.post("/v1/gateway/wan")
+    async def gateway_wan(body: WanRequest) -> dict[str, Any]:
+        found: dict[str, Any] = await call(
+            testbed.gateway_wan, body.identity, body.method, body.path, body.body
+        )
+        return found
+
+    @app.get("/v1/software")
+    async def software() -> dict[str, Any]:
+        found: dict[str, Any] = await call(testbed.software)
+        return found
+
+    @app.post("/v1/attacks/forged-gateway")
+    async def forged_gateway() -> dict[str, Any]:
+        found: dict[str, Any] = await call(testbed.forge_gateway)
+        return found
+
+    @app.post("/v1/attacks/altered-upload")
+    async def altered_upload(body: MeterRequest) -> dict[str, Any]:
+        found: dict[str, Any] = await call(testbed.alter_upload, body.meter)
+        return found
+
+    @app.post("/v1/attacks/manipulate/{service}")
+    async def manipulate(service: str, body: FaultRequest) -> dict[str, Any]:
+        try:
+            found: dict[str, Any] = await call(testbed.manipulate, service, body.fault)
+        except ValueError as exc:
+            raise HTTPException(422, str(exc)) from None
+        return found
+
+    @app.post("/v1/attacks/update/{kind}")
+    async def update_attack(kind: str) -> dict[str, Any]:
+        found: dict[str, Any] = await call(testbed.update_attack, kind)
+        return found
+
+    @app.post("/v1/attacks/publish")
+    async def publish(body: PublishRequest) -> dict[str, Any]:
+        payload = bytes.fromhex(body.payload)
+        found: dict[str, Any] = await call(testbed.publish_as, body.role, body.subject, payload)
+        return found
+
+    @app.post("/v1/attacks/logbook/{entry}")
+    async def alter_logbook(entry: int) -> dict[str, Any]:
+        found: dict[str, Any] = await call(testbed.alter_logbook, entry)
+        return found
+
+    @app.post("/v1/logbook/audit")
+    async def audit(wait_s: float = 0.0) -> dict[str, Any]:
+        found: dict[str, Any] = await call(testbed.audit_logbook, min(wait_s, 120.0))
+        return found
+
     @app.get("/v1/logbook")
     async def logbook(kind: str | None = None) -> list[dict[str, Any]]:
         try:
             found: list[dict[str, Any]] = await call(testbed.logbook, kind)
         except ValueError:
             raise HTTPException(422, f"no event kind {kind!r}") from None
+        return found
+
+    @app.get("/v1/flags")
+    async def flags() -> list[dict[str, Any]]:
+        found: list[dict[str, Any]] = await call(testbed.flags)
         return found
 
     @app.get("/v1/gateway/logs/{audience}")
@@ -280,6 +375,54 @@ class TestbedClient:
         found: list[dict[str, Any]] = self._call("GET", "/v1/logbook", params=params)
         return found
 
+    def flags(self) -> list[dict[str, Any]]:
+        found: list[dict[str, Any]] = self._call("GET", "/v1/flags")
+        return found
+
     def gateway_log(self, audience: str) -> list[dict[str, Any]]:
         found: list[dict[str, Any]] = self._call("GET", f"/v1/gateway/logs/{audience}")
+        return found
+
+    def software(self) -> dict[str, Any]:
+        found: dict[str, Any] = self._call("GET", "/v1/software")
+        return found
+
+    def forge_gateway(self) -> dict[str, Any]:
+        found: dict[str, Any] = self._call("POST", "/v1/attacks/forged-gateway")
+        return found
+
+    def alter_upload(self, meter: str) -> dict[str, Any]:
+        found: dict[str, Any] = self._call(
+            "POST", "/v1/attacks/altered-upload", json={"meter": meter}
+        )
+        return found
+
+    def manipulate(self, service: str, fault: str) -> dict[str, Any]:
+        found: dict[str, Any] = self._call(
+            "POST", f"/v1/attacks/manipulate/{service}", json={"fault": fault}
+        )
+        return found
+
+    def update_attack(self, kind: str) -> dict[str, Any]:
+        found: dict[str, Any] = self._call("POST", f"/v1/attacks/update/{kind}")
+        return found
+
+    def publish_as(self, role: str, subject: str, payload: bytes = b"") -> dict[str, Any]:
+        body = {"role": role, "subject": subject, "payload": payload.hex()}
+        found: dict[str, Any] = self._call("POST", "/v1/attacks/publish", json=body)
+        return found
+
+    def alter_logbook(self, entry: int) -> dict[str, Any]:
+        found: dict[str, Any] = self._call("POST", f"/v1/attacks/logbook/{entry}")
+        return found
+
+    def audit_logbook(self, wait_s: float = 0.0) -> dict[str, Any]:
+        found: dict[str, Any] = self._call("POST", "/v1/logbook/audit", params={"wait_s": wait_s})
+        return found
+
+    def gateway_wan(
+        self, identity: str, method: str, path: str, body: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
+        request = {"identity": identity, "method": method, "path": path, "body": body}
+        found: dict[str, Any] = self._call("POST", "/v1/gateway/wan", json=request)
         return found

@@ -16,6 +16,9 @@ from datetime import datetime, timezone
 from typing import Any
 
 from nats.aio.client import Client
+from nats.errors import TimeoutError as NatsTimeoutError
+from nats.js import JetStreamContext
+from nats.js.errors import NoStreamResponseError
 
 from metrocloud.bus.connect import connect
 from metrocloud.cloud.cluster import Cluster
@@ -33,6 +36,7 @@ from metrocloud.receiver.customer import Receiver
 from metrocloud.receiver.verify import Verdict
 from metrocloud.store import MeterRecord
 from metrocloud.tariffs import PROGRAMS, RegisterSet, TariffProgram, load_program
+from metrocloud.tariffs.base import TariffConfigError
 
 DEFAULT_TARIFF_CONFIG: dict[str, dict[str, Any]] = {
     "taf1": {"price_mct_per_kwh": 32_000},
@@ -76,25 +80,65 @@ class PipelineConfig:
     radio: bool = False
     #: the radio channel's impairments (with ``radio``); None: an ideal channel
     channel: ChannelConfig | None = None
+    #: with ``radio``: what the meters measure, taken in turn (meter 1 the first medium...)
+    media: tuple[Medium, ...] = (Medium.ELECTRICITY,)
 
     def __post_init__(self) -> None:
         if self.meters < 1:
             raise ValueError("--meters must be at least 1")
         if not 1 <= self.days <= 31:
             raise ValueError("--days must be between 1 and 31 (one billing month at most)")
+        if not self.media:
+            raise ValueError("--media needs at least one medium")
+        if self.media != (Medium.ELECTRICITY,) and not self.radio:
+            raise ValueError("meters of other media than electricity need --radio")
+        for medium in self.media:
+            self.program(medium)  # a medium the tariff cannot take is refused here
+
+    def medium(self, n: int) -> Medium:
+        """What meter ``n`` (from 1) measures."""
+        return self.media[(n - 1) % len(self.media)]
 
     @property
     def period(self) -> BillingPeriod:
         return BillingPeriod.days(self.first_day, self.days)
 
-    def program(self) -> TariffProgram:
-        """The contract's tariff on the parameter set it is tested on."""
-        config = self.tariff_config or DEFAULT_TARIFF_CONFIG.get(self.tariff, {})
+    def program(self, medium: Medium = Medium.ELECTRICITY) -> TariffProgram:
+        """The contract's tariff on the parameter set it is tested on, for a meter of
+        ``medium``: the largest quarter hour the tariff takes is the medium's (prices read
+        per thousand of the register's unit: per kWh, or per m³ for gas and water)."""
+        config = dict(self.tariff_config or DEFAULT_TARIFF_CONFIG.get(self.tariff, {}))
         if self.tariff not in PROGRAMS:
             raise ValueError(
                 f"unknown tariff program {self.tariff!r}; known: {', '.join(PROGRAMS)}"
             )
-        return load_program(self.tariff, PROGRAMS[self.tariff].parameters, config)
+        if medium is not Medium.ELECTRICITY:
+            config.setdefault("max_interval_wh", medium.max_interval)
+        try:
+            return load_program(self.tariff, PROGRAMS[self.tariff].parameters, config)
+        except TariffConfigError as exc:
+            raise ValueError(f"{medium.value} meters on {self.tariff}: {exc}") from None
+
+
+SEND_TIMEOUT_S = 120.0
+
+
+async def publish_until_stored(
+    js: JetStreamContext, subject: str, raw: bytes, timeout_s: float = SEND_TIMEOUT_S
+) -> None:
+    """Publish until the stream acknowledges, as a gateway does: while a broker node is
+    down or the stream elects a new leader there is no answer for a while. The message's
+    digest is its id, so the stream stores it once however often it is sent."""
+    msg_id = hashlib.sha256(raw).hexdigest()
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            await js.publish(subject, raw, headers={"Nats-Msg-Id": msg_id})
+            return
+        except (NoStreamResponseError, NatsTimeoutError, asyncio.TimeoutError):
+            if time.monotonic() > deadline:
+                raise
+            await asyncio.sleep(0.25)
 
 
 @dataclass(frozen=True)
@@ -124,6 +168,10 @@ class Pipeline:
     owner: dict[str, str] = field(default_factory=dict)  # meter -> customer
     gateway: Gateway | None = None
     program: TariffProgram | None = None
+    """The contract's tariff for electricity meters (the testbed's default medium)."""
+    contracts: dict[str, TariffProgram] = field(default_factory=dict)
+    """Each meter's tariff as contracted (per medium, see :meth:`PipelineConfig.program`)."""
+    media_of: dict[str, Medium] = field(default_factory=dict)
     network: FieldNetwork | None = None
     """With ``config.radio``: the meters, the radio channel and the smart meter gateway."""
 
@@ -134,7 +182,8 @@ class Pipeline:
     def provision(self) -> None:
         """What the operator and the PKI do before the first reading: records and certificates."""
         cfg = self.config
-        program = self.program = cfg.program()
+        programs = {medium: cfg.program(medium) for medium in dict.fromkeys(cfg.media)}
+        self.program = programs.get(Medium.ELECTRICITY) or cfg.program()
         pki = self.cluster.data.open_pki()
         ids = self.cluster.data.identities_store(pki)
         store = self.cluster.data.open_store()
@@ -144,7 +193,7 @@ class Pipeline:
             readings_per_transmission=cfg.readings_per_transmission,
         )
         period = cfg.period
-        block = block_for(program.transmission_intervals(period.intervals))
+        block = block_for(self.program.transmission_intervals(period.intervals))
         smgw = SmartMeterGateway(
             self.gateway_id, folder=self.cluster.data.root / "gateways" / self.gateway_id
         )
@@ -153,6 +202,7 @@ class Pipeline:
             store.register_gateway(self.gateway_id)
             for n in range(1, cfg.meters + 1):
                 meter_id, customer_id = f"m-{n:04d}", f"c-{n:04d}"
+                program = programs[cfg.medium(n)] if cfg.radio else self.program
                 sensor = None
                 if cfg.radio:
                     sensor = self.sensor(n)
@@ -174,6 +224,8 @@ class Pipeline:
                 )
                 self.receivers[customer_id] = receiver
                 self.owner[meter_id] = customer_id
+                self.contracts[meter_id] = program
+                self.media_of[meter_id] = cfg.medium(n) if cfg.radio else Medium.ELECTRICITY
                 source: ReadingSource = (
                     smgw.source(meter_id) if sensor is not None else Meter(self.meter_config(n))
                 )
@@ -202,7 +254,7 @@ class Pipeline:
         """Meter ``n`` as an electricity meter on the radio, with its own AES key."""
         cfg = self.config
         key = hashlib.blake2b(f"testbed-key|{cfg.seed}|{n}".encode(), digest_size=16).digest()
-        return Sensor(SensorConfig(f"{n:08d}", Medium.ELECTRICITY, seed=cfg.seed + n, key=key))
+        return Sensor(SensorConfig(f"{n:08d}", cfg.medium(n), seed=cfg.seed + n, key=key))
 
     def measure(self) -> NetworkStats | None:
         """With ``config.radio``: the meters send the period's readings (and the one before
@@ -216,7 +268,7 @@ class Pipeline:
     async def connect(self, role: str) -> Client:
         """A bus connection as ``role``, with that role's TLS client certificate."""
         return await connect(
-            self.cluster.server.url,
+            self.cluster.bus_url,
             self.cluster.data.credentials(role),
             name=f"testbed-{role}",
             role=role,
@@ -235,10 +287,10 @@ class Pipeline:
     ) -> None:
         assert self.gateway is not None
         nc = await self.connect("gateway")
-        js = nc.jetstream(timeout=30.0)
+        js = nc.jetstream(timeout=10.0)
         try:
             for raw in messages:
-                await js.publish(self.gateway.subject, raw)
+                await publish_until_stored(js, self.gateway.subject, raw)
                 self.bytes_sent += len(raw)
                 self.messages_sent += 1
                 if progress:
@@ -251,10 +303,10 @@ class Pipeline:
         return list(self.gateway.uploads(meter_id, self.config.period))
 
     def reference(self, meter_id: str) -> RegisterSet:
-        assert self.gateway is not None and self.program is not None
+        assert self.gateway is not None
         period = self.config.period
         intervals = self.gateway.intervals(meter_id, period.start, period.intervals)
-        return self.program.reference(meter_id, intervals)
+        return self.contracts[meter_id].reference(meter_id, intervals)
 
     async def collect(
         self,
@@ -280,8 +332,8 @@ class Pipeline:
                     result = await receiver.fetch(nc, meter_id, period)
                     if result is None:
                         continue
-                    assert self.program is not None
-                    verdict = receiver.check(result, meter_id, period, self.program)
+                    contract = self.contracts[meter_id]
+                    verdict = receiver.check(result, meter_id, period, contract)
                     await receiver.send_report(nc, verdict)
                     outcomes[meter_id] = MeterOutcome(
                         meter_id, customer_id, self.reference(meter_id), verdict

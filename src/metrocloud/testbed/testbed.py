@@ -18,27 +18,57 @@ Every action returns plain JSON-able data.
 from __future__ import annotations
 
 import asyncio
+import re
 import signal
+import ssl
 import threading
+import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+import httpx
 from cryptography import x509
 
+from metrocloud.authority.commands import approve_installation
+from metrocloud.bus.subjects import ROLES
 from metrocloud.cloud.cluster import Cluster
+from metrocloud.cloud.software import all_components
+from metrocloud.core.errors import Rejected
 from metrocloud.core.events import EventKind
 from metrocloud.core.http import open_http
 from metrocloud.field.channel import ChannelConfig
+from metrocloud.field.interfaces import (
+    GatewayInterfaces,
+    TlsFiles,
+    gateway_folder_accounts,
+    serve_gateway,
+)
 from metrocloud.field.network import FieldNetwork
-from metrocloud.field.sensors import Sensor
-from metrocloud.field.smgw import AUDIENCES, Audience
+from metrocloud.field.sensors import Medium, Sensor
+from metrocloud.field.smgw import AUDIENCES, Audience, SmartMeterGateway
+from metrocloud.field.wan import administrator_client, administrator_identity, wan_server_identity
+from metrocloud.logbook.commands import embedded_setup, run_audit
 from metrocloud.pki import Role
 from metrocloud.pki.client import PkiClient
-from metrocloud.testbed.observe import logbook_entries
+from metrocloud.tariffs import RegisterSet
+from metrocloud.testbed.attacks import (
+    LookAlike,
+    alter_logbook_entry,
+    altered_in_transit,
+    malicious_update,
+    publish_as,
+)
+from metrocloud.testbed.observe import flags, logbook_entries
 from metrocloud.testbed.pipeline import MeterOutcome, Pipeline, PipelineConfig
 
 ChannelName = Literal["ideal", "realistic"]
+FAULT = re.compile(r"flip-r:[A-Za-z0-9-]{1,64}|shift-schedule:-?[0-9]{1,4}")
+"""The manipulations legal can be restarted with (:meth:`Testbed.manipulate`)."""
+AUTHORITY = "market-surveillance"
+ADMINISTRATOR = "gw-admin"
+"""The gateway administrator's identity (WAN side)."""
+"""The authority that approves the testbed's software at the start."""
 
 
 class TestbedError(Exception):
@@ -53,6 +83,8 @@ class TestbedConfig:
     seed: int = 2026
     channel: ChannelName = "ideal"
     crl_refresh_s: float = 2.0
+    media: tuple[str, ...] = ("electricity",)
+    """What the meters measure, in turn: electricity, gas, water, heat."""
 
     def pipeline(self) -> PipelineConfig:
         channel = ChannelConfig.realistic() if self.channel == "realistic" else None
@@ -64,10 +96,15 @@ class TestbedConfig:
             radio=True,
             channel=channel,
             error_probability=0.0,
+            media=tuple(Medium(m) for m in self.media),
         )
 
 
-def outcome_dict(o: MeterOutcome) -> dict[str, Any]:
+def outcome_dict(o: MeterOutcome, error_intervals: int) -> dict[str, Any]:
+    """A meter's bill as the testbed reports it: the receiver's verdict, whether the bill
+    equals the plaintext reference, the registers, and how many of the period's quarter
+    hours the gateway booked to the error register."""
+    registers = o.verdict.registers
     return {
         "meter": o.meter_id,
         "customer": o.customer_id,
@@ -75,6 +112,18 @@ def outcome_dict(o: MeterOutcome) -> dict[str, Any]:
         "reason": o.verdict.reason,
         "bill_matches": o.bill_matches,
         "ok": o.ok,
+        "registers": None if registers is None else register_dict(registers),
+        "reference": register_dict(o.reference),
+        "error_intervals": error_intervals,
+    }
+
+
+def register_dict(registers: RegisterSet) -> dict[str, Any]:
+    return {
+        "tariff_wh": list(registers.tariff_registers_wh),
+        "error_wh": registers.error_register_wh,
+        "total_wh": registers.total_register_wh,
+        "bill_microcent": registers.bill_microcent,
     }
 
 
@@ -90,11 +139,15 @@ class Testbed:
         self.pipeline: Pipeline | None = None
         self.next_index = 0
         self.runs = 0
+        self.update_sequence = 100
+        self.interfaces: GatewayInterfaces | None = None
         self._lock = threading.RLock()
 
     # -- start state ----------------------------------------------------------------------
     def start(self, config: TestbedConfig) -> dict[str, Any]:
-        """Stop what runs, then bring up a fresh ecosystem in a new data folder."""
+        """Stop what runs, then bring up a fresh ecosystem in a new data folder.
+        ``ValueError`` (nothing stopped) for a configuration that cannot run."""
+        planned = config.pipeline()  # ValueError for a configuration that cannot run
         with self._lock:
             self.stop()
             self.runs += 1
@@ -102,9 +155,13 @@ class Testbed:
             cluster = Cluster(data, crl_refresh_s=config.crl_refresh_s)
             cluster.start()
             try:
-                pipeline = Pipeline(cluster, config.pipeline())
+                # The notified body approved the software as installed (the reference list).
+                approve_installation(cluster.data.root, AUTHORITY, list(all_components()))
+                pipeline = Pipeline(cluster, planned)
                 pipeline.provision()
                 asyncio.run(pipeline.register_keys())
+                assert pipeline.network is not None
+                self.interfaces = self._serve_gateway(cluster, pipeline.network.gateway)
             except BaseException:
                 cluster.stop()
                 raise
@@ -112,11 +169,34 @@ class Testbed:
             self.next_index = pipeline.config.period.start - 1
             return self.state()
 
+    @staticmethod
+    def _serve_gateway(cluster: Cluster, gateway: SmartMeterGateway) -> GatewayInterfaces:
+        """The gateway's HAN page and WAN API on 127.0.0.1, with the WAN's server identity
+        and the gateway administrator's identity issued by the PKI."""
+        pki = cluster.data.open_pki()
+        try:
+            ids = cluster.data.identities_store(pki)
+            wan_server_identity(ids, gateway.gateway_id)
+            administrator_identity(ids, ADMINISTRATOR)
+        finally:
+            pki.close()
+        folder = cluster.data.root / "gateways" / gateway.gateway_id
+        return serve_gateway(
+            gateway,
+            trust=cluster.data.trust_store,
+            wan_tls=TlsFiles.in_folder(
+                cluster.data.identities, f"{gateway.gateway_id}-wan", cluster.data.passphrase()
+            ),
+            accounts=gateway_folder_accounts(folder),
+        )
+
     def stop(self) -> None:
         with self._lock:
+            if self.interfaces is not None:
+                self.interfaces.close()
             if self.cluster is not None:
                 self.cluster.stop()
-            self.cluster = self.pipeline = self.config = None
+            self.cluster = self.pipeline = self.config = self.interfaces = None
 
     def state(self) -> dict[str, Any]:
         if self.cluster is None or self.pipeline is None or self.config is None:
@@ -132,7 +212,15 @@ class Testbed:
             "services": {
                 name: proc.poll() is None for name, proc in self.cluster.processes.items()
             },
-            "urls": {name: self.cluster.url(name) for name in self.cluster.ports},
+            "urls": {
+                **{name: self.cluster.url(name) for name in self.cluster.ports},
+                **(
+                    {"gateway-han": self.interfaces.han_url, "gateway-wan": self.interfaces.wan_url}
+                    if self.interfaces is not None
+                    else {}
+                ),
+            },
+            "gateway_administrator": ADMINISTRATOR,
         }
 
     def _running(self) -> tuple[Cluster, Pipeline, FieldNetwork]:
@@ -216,13 +304,160 @@ class Testbed:
             messages = [m for meter in pipeline.meter_ids for m in pipeline.uploads(meter)]
             asyncio.run(pipeline.send(messages))
             outcomes = asyncio.run(pipeline.collect(timeout_s=timeout_s, missing_ok=True))
-            found = {o.meter_id: outcome_dict(o) for o in outcomes}
+            found = {
+                o.meter_id: outcome_dict(o, self.error_intervals(o.meter_id)) for o in outcomes
+            }
             return [
                 found.get(meter)
                 or {"meter": meter, "customer": pipeline.owner[meter], "verified": False,
-                    "reason": "no-result", "bill_matches": False, "ok": False}
+                    "reason": "no-result", "bill_matches": False, "ok": False,
+                    "registers": None, "reference": register_dict(pipeline.reference(meter)),
+                    "error_intervals": self.error_intervals(meter)}
                 for meter in pipeline.meter_ids
             ]  # fmt: skip
+
+    def error_intervals(self, meter_id: str) -> int:
+        _, pipeline, _ = self._running()
+        assert pipeline.gateway is not None
+        period = pipeline.config.period
+        return sum(
+            i.error for i in pipeline.gateway.intervals(meter_id, period.start, period.intervals)
+        )
+
+    def sealed_uploads(self, meter_id: str) -> list[bytes]:
+        """What the gateway would send for ``meter_id``'s period now, sealed (for attacks)."""
+        _, pipeline, _ = self._running()
+        if meter_id not in pipeline.owner:
+            raise TestbedError(f"no meter {meter_id}")
+        return pipeline.uploads(meter_id)
+
+    def send_uploads(self, messages: list[bytes]) -> dict[str, Any]:
+        """Messages on the gateway's upload subject, as they are (forged, altered...)."""
+        with self._lock:
+            _, pipeline, _ = self._running()
+            asyncio.run(pipeline.send(messages))
+            return {"sent": len(messages)}
+
+    def forge_gateway(self) -> dict[str, Any]:
+        """An attacker's gateway: every meter's period sealed under a look-alike of the
+        gateway's certificate (same names and extensions, the attacker's own key), sent."""
+        cluster, pipeline, _ = self._running()
+        genuine = x509.load_pem_x509_certificate(
+            (cluster.data.identities / f"{pipeline.gateway_id}.pem").read_bytes()
+        )
+        forger = LookAlike.of(genuine)
+        forged = [
+            forger.reseal(m) for meter in pipeline.meter_ids for m in self.sealed_uploads(meter)
+        ]
+        return self.send_uploads(forged)
+
+    def alter_upload(self, meter_id: str) -> dict[str, Any]:
+        """``meter_id``'s first transmission, with ciphertext bytes changed after signing."""
+        first = self.sealed_uploads(meter_id)[0]
+        return self.send_uploads([altered_in_transit(first)])
+
+    def manipulate(self, service: str, fault: str) -> dict[str, Any]:
+        """Restart ``service`` with ``fault`` (an insider's manipulation, see
+        :mod:`metrocloud.cloud.legal`); an empty ``fault`` restarts it honest."""
+        if fault and (service != "legal" or not FAULT.fullmatch(fault)):
+            raise ValueError(
+                f"no fault {fault!r} for {service}: legal takes flip-r:<meter> or "
+                "shift-schedule:<quarter hours>"
+            )
+        with self._lock:
+            cluster, _, _ = self._running()
+            if service not in cluster.processes:
+                raise TestbedError(f"no service {service}")
+            options = cluster.options.setdefault(service, {})
+            if fault:
+                options["fault"] = fault
+            else:
+                options.pop("fault", None)
+            cluster.kill(service, signal.SIGTERM)
+            cluster.restart(service)
+            return {"service": service, "fault": fault or None}
+
+    def update_attack(self, kind: str) -> dict[str, Any]:
+        """Build a malicious package of ``kind`` (:data:`attacks.UPDATE_ATTACKS`) and push it."""
+        cluster, _, _ = self._running()
+        self.update_sequence += 1
+        try:
+            package = malicious_update(cluster.data, kind, self.update_sequence)
+        except ValueError as exc:
+            raise TestbedError(f"no {exc}") from None
+        return self.push_update(package)
+
+    def software(self) -> dict[str, Any]:
+        """The download manager's view: its identification and every installed release."""
+        cluster, _, _ = self._running()
+        with open_http(cluster.url("download"), tls_trust=cluster.data.pki / "root.pem") as c:
+            found: dict[str, Any] = c.get("/v1/software").json()
+        return found
+
+    def publish_as(self, role: str, subject: str, payload: bytes) -> dict[str, Any]:
+        """A message on the bus with another party's credentials (a third-party service
+        writing into the legal zone...); whether the broker refused it."""
+        cluster, _, _ = self._running()
+        if role not in ROLES:
+            raise TestbedError(f"no bus role {role}")
+        attempt = asyncio.run(publish_as(cluster.bus_url, cluster.data, role, subject, payload))
+        return asdict(attempt)
+
+    def alter_logbook(self, entry: int) -> dict[str, Any]:
+        """Entry ``entry`` rewritten in the logbook's database file, behind the service."""
+        cluster, _, _ = self._running()
+        try:
+            alter_logbook_entry(Path(cluster.data.logbook), entry)
+        except LookupError as exc:
+            raise TestbedError(f"no {exc}") from None
+        return {"altered": entry}
+
+    def audit_logbook(self, wait_s: float = 0.0) -> dict[str, Any]:
+        """An auditor's check of the whole log against a head every witness cosigned (as
+        ``metrocloud logbook audit``). A refusal is retried for up to ``wait_s`` (the
+        witnesses cosign a grown log within seconds), then reported with its reason."""
+        cluster, _, _ = self._running()
+        setup = embedded_setup(cluster.data.root)
+        deadline = time.monotonic() + wait_s
+        while True:
+            try:
+                return {"verified": True, "verdict": run_audit(setup)}
+            except Rejected as exc:
+                if time.monotonic() >= deadline:
+                    return {"verified": False, "reason": exc.reason, "detail": exc.detail}
+            time.sleep(0.5)
+
+    def gateway_wan(
+        self, identity: str, method: str, path: str, body: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
+        """A request to the gateway's WAN API presenting identity ``identity``'s certificate
+        (the administrator's, or anyone else's the PKI issued). A refused handshake is
+        reported as ``status`` None with the error."""
+        cluster, _, _ = self._running()
+        assert self.interfaces is not None
+        ids = cluster.data.identities
+        if not (ids / f"{identity}.pem").exists():
+            raise TestbedError(f"no identity {identity}")
+        try:
+            client = administrator_client(
+                self.interfaces.wan_url,
+                ca_file=cluster.data.pki / "root.pem",
+                cert_file=ids / f"{identity}.pem",
+                key_file=ids / f"{identity}.key",
+                password=cluster.data.passphrase(),
+            )
+        except (ssl.SSLError, ValueError) as exc:
+            return {"status": None, "error": f"no TLS client with {identity}'s key: {exc}"}
+        try:
+            with client:
+                response = client.request(method, path, json=body)
+        except httpx.TransportError as exc:
+            return {"status": None, "error": f"{type(exc).__name__}: {exc}"}
+        try:
+            answer: Any = response.json()
+        except ValueError:
+            answer = response.text
+        return {"status": response.status_code, "body": answer}
 
     def revoke(self, name: str) -> dict[str, Any]:
         """Revoke the certificate of identity ``name`` (the gateway's, a customer's, ...)
@@ -265,6 +500,11 @@ class Testbed:
              "detail": e.event.detail}
             for e in logbook_entries(cluster.data, wanted)
         ]  # fmt: skip
+
+    def flags(self) -> list[dict[str, Any]]:
+        """The measuring system's flags: results a customer's display refused."""
+        cluster, _, _ = self._running()
+        return [asdict(f) for f in flags(cluster.data)]
 
     def gateway_log(self, audience: Audience) -> list[dict[str, Any]]:
         if audience not in AUDIENCES:

@@ -59,32 +59,93 @@ def crc16_en13757(data: bytes | bytearray | memoryview) -> int:
     return crc ^ 0xFFFF
 
 
+#: The CRC register after a block followed by its own (correct) CRC, whatever the block:
+#: folding the sent CRC ``r ^ 0xFFFF`` into the register ``r`` always gives ``T16[0xFFFF]``.
+RESIDUE: Final = _T16[0xFFFF]
+
+
+class BlockPlan:
+    """The blocks of one frame layout, for CRCs in one ``struct`` call per frame: every
+    block read as 16-bit words (an odd-sized block's first byte alone, then words), then
+    folded through the table block by block.
+
+    ``sizes`` are the blocks' lengths: without their CRCs for :meth:`crcs`, with them (two
+    bytes more each) for :meth:`intact`.
+    """
+
+    __slots__ = ("sizes", "spans", "words")
+
+    def __init__(self, sizes: tuple[int, ...]) -> None:
+        fmt = ">"
+        spans: list[tuple[int, int, int]] = []
+        n = 0
+        for size in sizes:
+            odd = size & 1
+            fmt += ("B" if odd else "") + f"{size >> 1}H"
+            spans.append((odd, n + odd, n + odd + (size >> 1)))
+            n += odd + (size >> 1)
+        self.sizes = sizes
+        self.words = struct.Struct(fmt)
+        self.spans = tuple(spans)
+
+    def registers(self, data: bytes | bytearray | memoryview, offset: int = 0) -> list[int]:
+        """The CRC register (before the final complement) after each block of
+        ``data[offset:]``."""
+        words = self.words.unpack_from(data, offset)
+        table = _T16
+        out: list[int] = []
+        for odd, start, stop in self.spans:
+            crc = _T8[words[start - 1]] if odd else 0
+            for word in words[start:stop]:
+                crc = table[crc ^ word]
+            out.append(crc)
+        return out
+
+    def crcs(self, data: bytes | bytearray | memoryview, offset: int = 0) -> list[int]:
+        """CRC-16/EN-13757 of each block of ``data[offset:]`` (blocks without CRCs)."""
+        return [crc ^ 0xFFFF for crc in self.registers(data, offset)]
+
+    def intact(self, frame: bytes | bytearray | memoryview, offset: int = 0) -> bool:
+        """Whether each block of ``frame[offset:]`` (blocks with their CRCs) ends in its
+        correct CRC."""
+        words = self.words.unpack_from(frame, offset)
+        table = _T16
+        for odd, start, stop in self.spans:
+            crc = _T8[words[start - 1]] if odd else 0
+            for word in words[start:stop]:
+                crc = table[crc ^ word]
+            if crc != RESIDUE:
+                return False
+        return True
+
+
+_PLANS: dict[tuple[int, ...], BlockPlan] = {}
+
+
+def block_plan(sizes: tuple[int, ...]) -> BlockPlan:
+    """The (kept) :class:`BlockPlan` of ``sizes``."""
+    plan = _PLANS.get(sizes)
+    if plan is None:
+        if len(_PLANS) >= 1024:
+            _PLANS.clear()
+        plan = _PLANS[sizes] = BlockPlan(sizes)
+    return plan
+
+
+def block_sizes(n: int, first: int = 10, size: int = 16) -> tuple[int, ...]:
+    """Frame format A block sizes of ``n`` bytes without CRCs: ``first``, then ``size``
+    each, the last one possibly shorter."""
+    if n <= first:
+        return (n,) if n else ()
+    rest = n - first
+    return (first,) + (size,) * (rest // size) + ((rest % size,) if rest % size else ())
+
+
 def block_crcs(body: bytes, first: int = 10, size: int = 16, offset: int = 0) -> list[int]:
     """CRC-16/EN-13757 of each block of ``body[offset:]``: ``first`` bytes, then
-    ``size``-byte blocks, the last one possibly shorter (frame format A). ``first`` and
-    ``size`` are even.
+    ``size``-byte blocks, the last one possibly shorter (frame format A).
 
-    One pass over the bytes as 16-bit words, so a whole telegram costs one call.
+    One pass over the bytes as 16-bit words (a :class:`BlockPlan` kept per layout), so a
+    whole telegram costs one ``struct`` call.
     """
-    n = len(body) - offset
-    half = n >> 1
-    unpack = _WORDS.get(half)
-    if unpack is None:
-        unpack = _WORDS.setdefault(half, struct.Struct(f">{half}H"))
-    table = _T16
-    words = unpack.unpack_from(body, offset)
-    crcs: list[int] = []
-    step = size >> 1
-    start = 0
-    stop = first >> 1
-    while start < half:
-        crc = 0
-        for word in words[start:stop]:
-            crc = table[crc ^ word]
-        start, stop = stop, stop + step
-        if start > half and n & 1:  # the odd last byte ends this (last) block
-            crc = ((crc << 8) & 0xFF00) ^ _T8[(crc >> 8) ^ body[offset + n - 1]]
-        crcs.append(crc ^ 0xFFFF)
-    if n & 1 and start <= half:  # the odd last byte is a block of its own
-        crcs.append((_T8[body[offset + n - 1]]) ^ 0xFFFF)
-    return crcs
+    return block_plan(block_sizes(len(body) - offset, first, size)).crcs(body, offset)

@@ -18,6 +18,7 @@ Radio modules that strip the CRCs before handing a frame on (many do) are served
 
 from __future__ import annotations
 
+import functools
 import struct
 from dataclasses import dataclass
 from typing import Final
@@ -34,7 +35,14 @@ from metrocloud.field.telegrams.application import (
     encode_application,
     frozen_instance,
 )
-from metrocloud.field.telegrams.crc import block_crcs, crc16_en13757
+from metrocloud.field.telegrams.crc import (
+    RESIDUE,
+    BlockPlan,
+    block_crcs,
+    block_plan,
+    block_sizes,
+    crc16_en13757,
+)
 
 #: C-fields a meter sends: send/no reply, send installation request, access demand.
 SND_NR: Final = 0x44
@@ -110,6 +118,14 @@ def _layout(length: int) -> tuple[struct.Struct, struct.Struct, int]:
     return layout
 
 
+@functools.cache  # L is one byte: at most 256 entries
+def _checks(length: int) -> BlockPlan:
+    """The CRC checks of the blocks after the first of a frame with this L-field (each
+    block with its two CRC bytes)."""
+    sizes = block_sizes(length - (FIRST_BLOCK - 1), BLOCK, BLOCK)
+    return block_plan(tuple(size + 2 for size in sizes))
+
+
 def decode_wmbus(
     frame: bytes | bytearray | memoryview,
     key_for: KeyLookup | None = None,
@@ -137,13 +153,12 @@ def decode_wmbus(
         if n != framed.size:  # 1 + L + 2 per block
             reason = errors.TRUNCATED if n < framed.size else errors.BAD_LENGTH
             errors.reject(reason, f"L = {length} means {framed.size} bytes with CRCs, got {n}")
-        items = framed.unpack(frame)
-        body = b"".join(items[0::2])
-        crcs = block_crcs(body, BLOCK, BLOCK, FIRST_BLOCK)
-        sent = list(items[3::2])
-        if crcs != sent:
-            number = next(i for i, (a, b) in enumerate(zip(crcs, sent, strict=True)) if a != b)
+        checks = _checks(length)
+        if not checks.intact(frame, FIRST_BLOCK + 2):
+            registers = checks.registers(frame, FIRST_BLOCK + 2)
+            number = next(i for i, crc in enumerate(registers) if crc != RESIDUE)
             errors.reject(errors.BAD_CRC, f"CRC of block {number + 2} does not match")
+        body = b"".join(framed.unpack(frame)[0::2])
     else:
         if n < MIN_L + 1:
             errors.reject(errors.TRUNCATED, f"{n} bytes cannot hold a telegram")

@@ -1,4 +1,5 @@
-"""SQLite store: idempotent writes on natural keys, ordering, and sharing one file."""
+"""The store on SQLite and on PostgreSQL: idempotent writes on natural keys, ordering, and
+several instances (processes) sharing one database."""
 
 from __future__ import annotations
 
@@ -8,34 +9,64 @@ from pathlib import Path
 
 import pytest
 
-from metrocloud.store import CustomerKeyRecord, Flag, MeterRecord, SQLiteStore, Store
+from metrocloud.core.errors import ConfigurationError
+from metrocloud.store import (
+    CustomerKeyRecord,
+    Flag,
+    MeterRecord,
+    PostgresStore,
+    SQLiteStore,
+    Store,
+    open_store,
+)
+from metrocloud.store.sql import TABLES
+from postgres_fixture import Location, Locations, raw_execute
 
 PERIOD = "100-200"
 
 
 @pytest.fixture
-def db(tmp_path: Path) -> Path:
-    return tmp_path / "nested" / "dir" / "store.sqlite"
+def db(locations: Locations) -> Location:
+    return locations.new("nested/dir/store.sqlite")
 
 
 @pytest.fixture
-def store(db: Path) -> Iterator[SQLiteStore]:
-    s = SQLiteStore(db)
+def store(db: Location) -> Iterator[Store]:
+    s = open_store(db)
     try:
         yield s
     finally:
         s.close()
 
 
-def test_is_a_store_and_creates_its_folder(store: SQLiteStore, db: Path) -> None:
+def test_is_a_store_and_creates_its_folder_or_tables(
+    store: Store, db: Location, backend: str
+) -> None:
     assert isinstance(store, Store)
-    assert db.exists()
+    if backend == "sqlite":
+        assert isinstance(store, SQLiteStore) and isinstance(db, Path) and db.exists()
+    else:
+        assert isinstance(store, PostgresStore)
+    for table in TABLES:  # every table is there (and empty)
+        raw_execute(db, f"DELETE FROM {table}")
+
+
+def test_open_store_picks_the_backend_from_the_location(tmp_path: Path) -> None:
+    with pytest.raises(ConfigurationError, match="mysql"):
+        open_store("mysql://user@127.0.0.1/metrocloud")
+    for location in (tmp_path / "a.sqlite", str(tmp_path / "b.sqlite"), f"sqlite:///{tmp_path}/c"):
+        s = open_store(location)
+        try:
+            assert isinstance(s, SQLiteStore) and s.path.exists()
+        finally:
+            s.close()
+    assert (tmp_path / "c").exists()  # sqlite:////absolute, as SQLAlchemy writes it
 
 
 # -- provisioning ---------------------------------------------------------------------------------
 
 
-def test_gateways(store: SQLiteStore) -> None:
+def test_gateways(store: Store) -> None:
     assert not store.gateway_known("gw-1")
     store.register_gateway("gw-1")
     store.register_gateway("gw-1")  # idempotent, no error
@@ -43,7 +74,7 @@ def test_gateways(store: SQLiteStore) -> None:
     assert not store.gateway_known("gw-2")
 
 
-def test_meters_round_trip(store: SQLiteStore) -> None:
+def test_meters_round_trip(store: Store) -> None:
     assert store.meter("m-1") is None
     assert store.meters() == []
     config = {"price_mct_per_kwh": 32_000, "max_interval_wh": 5000, "nested": {"a": [1, 2]}}
@@ -61,7 +92,7 @@ def test_meters_round_trip(store: SQLiteStore) -> None:
     assert len(store.meters()) == 2
 
 
-def test_customer_keys(store: SQLiteStore) -> None:
+def test_customer_keys(store: Store) -> None:
     assert store.customer_key("c-1") is None
     rec = CustomerKeyRecord("c-1", "tag-1", {"scheme": "BFV", "ring_dimension": 8192})
     store.set_customer_key(rec)
@@ -74,7 +105,7 @@ def test_customer_keys(store: SQLiteStore) -> None:
 # -- idempotent inserts ------------------------------------------------------------------------
 
 
-def test_accept_is_idempotent(store: SQLiteStore) -> None:
+def test_accept_is_idempotent(store: Store) -> None:
     assert store.accepted_digest("m-1", "reading:100") is None
     assert store.accept("m-1", "reading:100", b"digest-1") is True
     assert store.accept("m-1", "reading:100", b"digest-2") is False
@@ -88,7 +119,7 @@ def test_accept_is_idempotent(store: SQLiteStore) -> None:
     assert store.accepted_digest("m-2", "reading:196") is None
 
 
-def test_insert_partial_is_idempotent_and_ordered_by_seq(store: SQLiteStore) -> None:
+def test_insert_partial_is_idempotent_and_ordered_by_seq(store: Store) -> None:
     assert store.partials("m-1", PERIOD) == []
     for seq in (2, 0, 3, 1):
         assert store.insert_partial("m-1", PERIOD, seq, b"p%d" % seq, b"q%d" % seq) is True
@@ -103,7 +134,7 @@ def test_insert_partial_is_idempotent_and_ordered_by_seq(store: SQLiteStore) -> 
     assert not store.has_partial("m-2", PERIOD, 3)
 
 
-def test_drop_partials_only_drops_that_meter_and_period(store: SQLiteStore) -> None:
+def test_drop_partials_only_drops_that_meter_and_period(store: Store) -> None:
     store.insert_partial("m-1", PERIOD, 0, b"a", b"a")
     store.insert_partial("m-1", PERIOD, 1, b"b", b"b")
     store.insert_partial("m-1", "200-300", 0, b"c", b"c")
@@ -117,7 +148,7 @@ def test_drop_partials_only_drops_that_meter_and_period(store: SQLiteStore) -> N
     assert store.insert_partial("m-1", PERIOD, 0, b"e", b"e") is True
 
 
-def test_mark_result_computed_is_idempotent(store: SQLiteStore) -> None:
+def test_mark_result_computed_is_idempotent(store: Store) -> None:
     assert not store.result_computed("m-1", PERIOD)
     assert store.mark_result_computed("m-1", PERIOD, b"d1") is True
     assert store.mark_result_computed("m-1", PERIOD, b"d2") is False
@@ -125,7 +156,7 @@ def test_mark_result_computed_is_idempotent(store: SQLiteStore) -> None:
     assert not store.result_computed("m-1", "200-300")
 
 
-def test_key_registration_is_idempotent(store: SQLiteStore) -> None:
+def test_key_registration_is_idempotent(store: Store) -> None:
     assert store.key_registration("c-1") == []
     assert store.insert_key_registration("c-1", "tag-1", 1, b"env-1.1") is True
     assert store.insert_key_registration("c-1", "tag-1", 0, b"env-1.0") is True
@@ -136,7 +167,7 @@ def test_key_registration_is_idempotent(store: SQLiteStore) -> None:
     assert store.key_registration("c-2") == []
 
 
-def test_insert_reading_is_idempotent_and_ordered(store: SQLiteStore) -> None:
+def test_insert_reading_is_idempotent_and_ordered(store: Store) -> None:
     assert store.readings("m-1", PERIOD) == []
     assert store.insert_reading("m-1", PERIOD, 1, 196, b"tx1") is True
     assert store.insert_reading("m-1", PERIOD, 0, 100, b"tx0") is True
@@ -147,7 +178,7 @@ def test_insert_reading_is_idempotent_and_ordered(store: SQLiteStore) -> None:
     assert store.readings("m-2", PERIOD) == [b"m2"]
 
 
-def test_insert_result_is_idempotent(store: SQLiteStore) -> None:
+def test_insert_result_is_idempotent(store: Store) -> None:
     assert store.result("m-1", PERIOD) is None
     assert store.insert_result("m-1", PERIOD, b"r1") is True
     assert store.insert_result("m-1", PERIOD, b"r2") is False
@@ -156,7 +187,7 @@ def test_insert_result_is_idempotent(store: SQLiteStore) -> None:
     assert store.result("m-2", PERIOD) is None
 
 
-def test_blobs_keep_every_byte(store: SQLiteStore) -> None:
+def test_blobs_keep_every_byte(store: Store) -> None:
     blob = bytes(range(256)) * 1000
     assert store.insert_reading("m-1", PERIOD, 0, 100, blob)
     assert store.readings("m-1", PERIOD) == [blob]
@@ -167,7 +198,7 @@ def test_blobs_keep_every_byte(store: SQLiteStore) -> None:
 # -- flags -------------------------------------------------------------------------------------
 
 
-def test_flags(store: SQLiteStore) -> None:
+def test_flags(store: Store) -> None:
     assert store.flags() == []
     f2 = Flag("m-1", PERIOD, "index check failed", "2026-02-01T00:00:02+00:00")
     f1 = Flag("m-2", PERIOD, "dec(r) != dec(r')", "2026-02-01T00:00:01+00:00")
@@ -178,11 +209,11 @@ def test_flags(store: SQLiteStore) -> None:
     assert store.flags() == [f1, f1, f2]
 
 
-# -- several instances on one file --------------------------------------------------------------
+# -- several instances on one database ---------------------------------------------------------
 
 
-def test_two_instances_see_each_others_writes(db: Path) -> None:
-    a, b = SQLiteStore(db), SQLiteStore(db)
+def test_two_instances_see_each_others_writes(db: Location) -> None:
+    a, b = open_store(db), open_store(db)
     try:
         a.register_gateway("gw-1")
         assert b.gateway_known("gw-1")
@@ -203,11 +234,11 @@ def test_two_instances_see_each_others_writes(db: Path) -> None:
         b.close()
 
 
-def test_reopen_keeps_the_data(db: Path) -> None:
-    a = SQLiteStore(db)
+def test_reopen_keeps_the_data(db: Location) -> None:
+    a = open_store(db)
     a.insert_result("m-1", PERIOD, b"r")
     a.close()
-    b = SQLiteStore(db)
+    b = open_store(db)
     try:
         assert b.result("m-1", PERIOD) == b"r"
         assert b.insert_result("m-1", PERIOD, b"r2") is False
@@ -215,12 +246,12 @@ def test_reopen_keeps_the_data(db: Path) -> None:
         b.close()
 
 
-def test_concurrent_inserts_of_the_same_key_succeed_once(db: Path) -> None:
-    stores = [SQLiteStore(db) for _ in range(4)]
+def test_concurrent_inserts_of_the_same_key_succeed_once(db: Location) -> None:
+    stores = [open_store(db) for _ in range(4)]
     outcomes: list[bool] = []
     lock = threading.Lock()
 
-    def work(s: SQLiteStore) -> None:
+    def work(s: Store) -> None:
         for seq in range(20):
             ok = s.insert_partial("m-1", PERIOD, seq, b"p", b"q")
             with lock:

@@ -1,0 +1,164 @@
+"""One service process's configuration, from a TOML file: ``metrocloud serve NAME --config FILE``.
+
+The embedded cloud describes itself in ``<data>/cluster.json``, written by its supervisor.
+A distributed deployment has no supervisor: each process reads what it needs from its
+own file instead: where the broker nodes are, which database holds the store and which
+the logbook, where the PKI, the logbook API, the download manager, the witnesses and the
+monitor answer, and its own port and options. Keys, certificates and the PKI's trust
+anchors stay in the process's data folder (``identities/``, ``pki/``), as in the embedded
+layout, and so does its install root (``software/``)::
+
+    service = "legal"                      # which service this process runs
+    instance = "legal-2"                   # its own name (logs, ready file); default: service
+    data = "/srv/metrocloud/legal-2"       # identities/, pki/, software/, run/, logs/
+
+    [bus]
+    urls = ["tls://10.0.0.1:4222", "tls://10.0.0.2:4222", "tls://10.0.0.3:4222"]
+
+    [storage]
+    database = "postgresql://metrocloud@10.0.0.5:5432/metrocloud"
+    logbook = "postgresql://metrocloud@10.0.0.5:5432/logbook"   # the logbook service's
+
+    [cloud]
+    pki_url = "https://10.0.0.4:8443"
+    crl_refresh_s = 30
+
+    [options]                              # the service's own settings
+    threads = "1"
+
+Everything is checked when the file is read; a mistake is a :class:`ConfigurationError`
+naming the file, the setting and what is wrong. This module imports nothing legally
+relevant: the boot step reads it before the install root is activated.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from metrocloud.core.errors import ConfigurationError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - Python 3.10
+    import tomli as tomllib
+
+NAME = r"^[a-z][a-z0-9-]{0,62}$"
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class BusSection(_Section):
+    urls: list[str] = Field(min_length=1)
+    """Every broker node's client URL (``tls://HOST:PORT``); clients fail over among them."""
+
+    @field_validator("urls")
+    @classmethod
+    def _schemes(cls, urls: list[str]) -> list[str]:
+        for url in urls:
+            if not url.startswith(("tls://", "nats://")) or "," in url:
+                raise ValueError(f"{url!r} is no broker URL (tls://HOST:PORT or nats://HOST:PORT)")
+        return urls
+
+
+class StorageSection(_Section):
+    database: str | None = None
+    """The store: ``postgresql://...`` or ``sqlite:///PATH``; default the data folder's SQLite."""
+    logbook: str | None = None
+    """The logbook service's Merkle tree: the same forms; default the data folder's SQLite."""
+
+    @field_validator("database", "logbook")
+    @classmethod
+    def _location(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("postgresql://", "sqlite:///")):
+            raise ValueError(f"{value!r} is neither postgresql://... nor sqlite:///PATH")
+        return value
+
+
+class CloudSection(_Section):
+    """Where the other parts of the cloud answer (what ``cluster.json`` says when embedded)."""
+
+    pki_url: str | None = None
+    logbook_url: str | None = None
+    download_url: str | None = None
+    monitor_url: str | None = None
+    witnesses: dict[str, str] = Field(default_factory=dict)
+    crl_refresh_s: float = Field(default=30.0, gt=0, le=86_400)
+
+    @field_validator("pki_url", "logbook_url", "download_url", "monitor_url")
+    @classmethod
+    def _https(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith("https://"):
+            raise ValueError(f"{value!r} is no https:// URL")
+        return value
+
+
+class ServiceConfig(_Section):
+    service: str = Field(pattern=NAME)
+    instance: str | None = Field(default=None, pattern=NAME)
+    data: Path
+    port: int | None = Field(default=None, ge=1, le=65_535)
+    bus: BusSection | None = None
+    storage: StorageSection = Field(default_factory=StorageSection)
+    cloud: CloudSection = Field(default_factory=CloudSection)
+    options: dict[str, str] = Field(default_factory=dict)
+
+    @property
+    def process(self) -> str:
+        """This process's own name: its log and ready file (``legal-2``)."""
+        return self.instance or self.service
+
+    def cluster(self) -> dict[str, Any]:
+        """The same description the embedded supervisor writes to ``cluster.json``."""
+        found: dict[str, Any] = {
+            "crl_refresh_s": self.cloud.crl_refresh_s,
+            "witnesses": dict(self.cloud.witnesses),
+        }
+        if self.bus is not None:
+            found["nats_url"] = ",".join(self.bus.urls)
+        for key in ("pki_url", "logbook_url", "download_url", "monitor_url"):
+            value = getattr(self.cloud, key)
+            if value is not None:
+                found[key] = value
+        return found
+
+    def service_options(self) -> dict[str, str]:
+        """The options the service reads, its port and its name included."""
+        options = dict(self.options)
+        if self.port is not None:
+            options["port"] = str(self.port)
+        options.setdefault("name", self.process)
+        return options
+
+
+def load_config(path: Path) -> ServiceConfig:
+    """Read and check ``path``; :class:`ConfigurationError` says what is wrong and where."""
+    try:
+        raw = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigurationError(f"config {path}: cannot read it: {exc.strerror}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigurationError(f"config {path}: not TOML: {exc}") from None
+    try:
+        config = ServiceConfig.model_validate(raw)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc']) or '(top)'}: {_message(e)}" for e in exc.errors()
+        )
+        raise ConfigurationError(f"config {path}: {problems}") from None
+    if not config.data.is_absolute():
+        config = config.model_copy(update={"data": (Path(path).parent / config.data).resolve()})
+    return config
+
+
+def _message(error: Any) -> str:
+    if error["type"] == "extra_forbidden":
+        return "unknown setting"
+    if error["type"] == "missing":
+        return "missing"
+    return str(error["msg"]).removeprefix("Value error, ")
