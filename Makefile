@@ -79,7 +79,7 @@ lint: setup
 
 # pytest's exit code 5 (no tests collected) fails the target like any non-zero code.
 test: lint
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q -n 2 --dist loadfile tests
 
 bench: setup
 	@shopt -s nullglob; scripts=(bench/*.py); \

@@ -13,14 +13,16 @@
    service type, a broker node and PostgreSQL fail in turn (:mod:`metrocloud.deploy.faults`);
    per fault, how long until the part served again and until the backlog was handled.
 
-3. **Two FHE processes on two cores** (``--pair``): the machine's own ceiling for two
+3. **Broker nodes killed again and again** (``--node-kills 24``): the drill with only
+   ``kill -9`` of a NATS node, each node in turn, one slice of the month per kill.
+4. **Two FHE processes on two cores** (``--pair``): the machine's own ceiling for two
    single-threaded workers.
 
 With each throughput run the CPU seconds of every process during the second period are
 printed: what the workers share their cores with.
 
 Usage: ``python bench/distributed.py [--meters 6] [--days 7] [--workers 1 2]``,
-``python bench/distributed.py --drill``, ``python bench/distributed.py --pair``.
+``python bench/distributed.py --drill``, ``--node-kills 24``, ``--pair``.
 """
 
 from __future__ import annotations
@@ -39,7 +41,7 @@ from pathlib import Path
 
 from benchlib import machine
 from metrocloud.core.events import EventKind
-from metrocloud.deploy.faults import run_drill
+from metrocloud.deploy.faults import FAULTS, run_drill
 from metrocloud.deploy.layout import DistributedCluster
 from metrocloud.logbook.transparency import open_logbook
 from metrocloud.testbed.pipeline import Pipeline, PipelineConfig
@@ -129,7 +131,7 @@ def throughput(
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def drill() -> None:
+def drill(faults: tuple[str, ...] = FAULTS) -> None:
     tmp = Path(tempfile.mkdtemp(prefix="mc-bench-drill-"))
     cluster = DistributedCluster(tmp / "cloud", legal_workers=2)
     try:
@@ -144,6 +146,7 @@ def drill() -> None:
         run_drill(
             cluster,
             pipeline,
+            faults,
             progress=lambda r: print(
                 f"| {r.fault} | {r.back_s:.1f} s | {r.caught_up_s:.1f} s |", flush=True
             ),
@@ -196,10 +199,16 @@ def main() -> None:
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--drill", action="store_true", help="run the fault drill instead")
     parser.add_argument("--pair", action="store_true", help="two FHE processes on two cores")
+    parser.add_argument("--node-kills", type=int, metavar="N", help="a drill of N node kills")
     args = parser.parse_args()
     print(f"machine: {machine()}")
     if args.drill:
         drill()
+        return
+    if args.node_kills:
+        if not 1 <= args.node_kills <= 30:
+            parser.error("--node-kills: 1 to 30 (a slice of the month per kill)")
+        drill(tuple(f"kill broker node {n % 3}" for n in range(args.node_kills)))
         return
     if args.pair:
         pair()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import signal
 
+from metrocloud.bus.connect import connect
 from metrocloud.cloud.cluster import Cluster
 from metrocloud.core.clock import READINGS_PER_DAY
 from metrocloud.core.events import EventKind
@@ -117,3 +118,52 @@ def test_a_customer_who_registers_new_keys_is_billed_under_them(cluster: Cluster
     (after,) = asyncio.run(pipeline.collect(timeout_s=90))
     assert keys.key_tag != old_tag
     assert after.ok, after.verdict.reason
+
+
+async def _logbook_subjects(cluster: Cluster, subjects: list[str]) -> None:
+    """Set the subjects the LOGBOOK stream takes (as the broker's administrator)."""
+    nc = await connect(cluster.bus_url, cluster.data.credentials("admin"), name="t", role="admin")
+    try:
+        js = nc.jetstream()
+        config = (await js.stream_info("LOGBOOK")).config
+        config.subjects = subjects
+        await js.update_stream(config)
+    finally:
+        await nc.close()
+
+
+def test_what_storage_stored_while_the_logbook_did_not_answer_is_logged_later(
+    cluster: Cluster,
+) -> None:
+    """Storage keeps a message, then cannot log it (no stream takes ``legal.log.storage``,
+    as while the logbook's stream elects a leader): the message comes again, finds itself
+    stored, and its event is logged then, not skipped."""
+    pipeline = Pipeline(cluster, PipelineConfig(meters=1, days=1))
+    pipeline.provision()
+    meter, period = pipeline.meter_ids[0], pipeline.config.period.period_id
+    others = [f"legal.log.{s}" for s in cluster.services if s != "storage"]
+    asyncio.run(_logbook_subjects(cluster, [*others, "legal.log.monitor"]))
+    asyncio.run(pipeline.register_keys())
+    asyncio.run(pipeline.send(pipeline.uploads(meter)[:-1]))  # the day, not its closing
+    store = cluster.data.open_store()
+    try:
+        wait_for(lambda: store.readings(meter, period), timeout_s=60)
+    finally:
+        store.close()
+    log = cluster.data.logs / "storage.log"
+    wait_for(lambda: "no response from stream" in log.read_text(), timeout_s=30)
+    assert not [e for e in logbook_entries(cluster.data, EventKind.STORAGE)]
+
+    asyncio.run(_logbook_subjects(cluster, ["legal.log.>"]))
+
+    def stored_events() -> set[str]:
+        return {
+            str(e.event.detail["what"]) for e in logbook_entries(cluster.data, EventKind.STORAGE)
+        }
+
+    wait_for(lambda: stored_events() == {"key-registration", "transmission"}, timeout_s=60)
+    asyncio.run(pipeline.send(pipeline.uploads(meter)[-1:]))
+    [outcome] = asyncio.run(pipeline.collect(timeout_s=120))
+    assert outcome.ok, outcome.verdict.reason
+    storage = [e.event for e in logbook_entries(cluster.data, EventKind.STORAGE)]
+    assert sorted(e.event_id for e in storage) == sorted({e.event_id for e in storage})

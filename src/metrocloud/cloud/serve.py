@@ -6,40 +6,48 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib
 import logging
 import os
 import re
 import signal
 from pathlib import Path
 
-from metrocloud.authority.monitor_service import MonitorService
-from metrocloud.authority.witness import WitnessService
-from metrocloud.cloud.communication import Communication
 from metrocloud.cloud.config import load_config
-from metrocloud.cloud.display import Display
-from metrocloud.cloud.download import Download
-from metrocloud.cloud.legal import Legal
-from metrocloud.cloud.logbook import Logbook
-from metrocloud.cloud.pki import PkiService
 from metrocloud.cloud.runtime import DataDir, Service
-from metrocloud.cloud.storage import Storage
 from metrocloud.download.manager import install_root
 
-SERVICES: dict[str, type[Service]] = {
-    s.name: s for s in (PkiService, Communication, Legal, Storage, Logbook, Display, Download)
+SERVICES: dict[str, str] = {
+    "pki": "metrocloud.cloud.pki:PkiService",
+    "communication": "metrocloud.cloud.communication:Communication",
+    "legal": "metrocloud.cloud.legal:Legal",
+    "storage": "metrocloud.cloud.storage:Storage",
+    "logbook": "metrocloud.cloud.logbook:Logbook",
+    "display": "metrocloud.cloud.display:Display",
+    "download": "metrocloud.cloud.download:Download",
 }
+"""Each service's class, as ``module:class``: a process imports only its own service's
+module (and what that needs), which keeps the start of a whole cloud short."""
 WITNESS = re.compile(r"witness-[1-9][0-9]*")
 """Process names of the authority's witnesses (``witness-1``, ``witness-2``, ...)."""
-MONITOR = MonitorService.name
+MONITOR = "monitor"
 """Process name of the authority's verification monitor."""
+_WITNESS_CLASS = "metrocloud.authority.witness:WitnessService"
+_MONITOR_CLASS = "metrocloud.authority.monitor_service:MonitorService"
 
 
 def service_class(name: str) -> type[Service]:
+    """The class of the service ``name`` runs (its module imported now)."""
     if WITNESS.fullmatch(name):
-        return WitnessService
-    if name == MONITOR:
-        return MonitorService
-    return SERVICES[name]
+        where = _WITNESS_CLASS
+    elif name == MONITOR:
+        where = _MONITOR_CLASS
+    else:
+        where = SERVICES[name]
+    module, _, attribute = where.partition(":")
+    kind: type[Service] = getattr(importlib.import_module(module), attribute)
+    assert kind.name == name or WITNESS.fullmatch(name), (kind.name, name)
+    return kind
 
 
 def process_name(name: str) -> str:

@@ -2,6 +2,10 @@
 
 Results are exported to the egress zone (``egress.results.<meter>.<period>``) once stored;
 third-party services get a notice without any reading in it.
+
+Each message is stored, then its storage is logged. When the log fails (the logbook's
+stream is electing a leader, say) the message comes again and finds itself stored: the
+event is logged then (with the same event id, so at most once), never skipped.
 """
 
 from __future__ import annotations
@@ -11,7 +15,7 @@ import json
 
 from nats.aio.msg import Msg
 
-from metrocloud.cloud.runtime import Service
+from metrocloud.cloud.runtime import Service, delivered_before
 from metrocloud.core.events import EventKind
 from metrocloud.core.messages import Envelope, KeyRegistration, TariffResult, Transmission
 from metrocloud.pki import Role, verify_signature
@@ -31,7 +35,8 @@ class Storage(Service):
 
     async def reading(self, msg: Msg) -> None:
         tx = Transmission.decode(Envelope.decode(msg.data).body)
-        if self.store.insert_reading(tx.meter, tx.period_id, tx.seq, tx.first_index, msg.data):
+        new = self.store.insert_reading(tx.meter, tx.period_id, tx.seq, tx.first_index, msg.data)
+        if new or delivered_before(msg):  # a redelivery: its event may not be logged yet
             await self.log(
                 EventKind.STORAGE,
                 tx.meter,
@@ -42,7 +47,8 @@ class Storage(Service):
 
     async def keys(self, msg: Msg) -> None:
         reg = KeyRegistration.decode(Envelope.decode(msg.data).body)
-        if self.store.insert_key_registration(reg.customer, reg.key_tag, reg.part, msg.data):
+        new = self.store.insert_key_registration(reg.customer, reg.key_tag, reg.part, msg.data)
+        if new or delivered_before(msg):
             await self.log(
                 EventKind.STORAGE,
                 reg.customer,

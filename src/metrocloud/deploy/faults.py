@@ -11,6 +11,7 @@ sent meanwhile (:attr:`Recovery.caught_up_s`).
 
 The faults (:data:`FAULTS`): ``kill -9`` of each service type in turn (one of the legal
 workers: the other goes on), of one broker node of three, and a PostgreSQL restart.
+``kill broker node N`` names the node (0, 1 or 2; plain ``kill broker node`` is node 1).
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ FAULTS: tuple[str, ...] = (
     "restart database",
 )
 CATCH_UP_TIMEOUT_S = 180.0
+_NODE = "kill broker node"
 
 
 class DrillError(MetrocloudError):
@@ -74,11 +76,20 @@ def handled(cluster: DistributedCluster) -> set[tuple[str, object]]:
     return evaluated & stored
 
 
+def broker_node(fault: str) -> int | None:
+    """The node index of a ``kill broker node [N]`` fault; None for another fault."""
+    if not fault.startswith(_NODE):
+        return None
+    index = fault.removeprefix(_NODE).strip()
+    return int(index) if index else 1
+
+
 def begin(cluster: DistributedCluster, fault: str) -> None:
-    if fault.startswith("kill ") and fault != "kill broker node":
+    node = broker_node(fault)
+    if node is not None:
+        cluster.kill_broker_node(node)
+    elif fault.startswith("kill "):
         cluster.kill(fault.removeprefix("kill "), signal.SIGKILL)
-    elif fault == "kill broker node":
-        cluster.kill_broker_node(1)
     elif fault == "restart database":
         cluster.postgres.stop()
     else:
@@ -87,8 +98,9 @@ def begin(cluster: DistributedCluster, fault: str) -> None:
 
 def end(cluster: DistributedCluster, fault: str, timeout_s: float = 120.0) -> None:
     """Bring the part back; returns once it serves again."""
-    if fault == "kill broker node":
-        cluster.start_broker_node(1)  # rejoined and caught up
+    node = broker_node(fault)
+    if node is not None:
+        cluster.start_broker_node(node)  # rejoined and caught up
     elif fault == "restart database":
         cluster.postgres.start()
         deadline = time.monotonic() + timeout_s
