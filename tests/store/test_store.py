@@ -132,6 +132,8 @@ def test_insert_partial_is_idempotent_and_ordered_by_seq(store: Store) -> None:
     assert not store.has_partial("m-1", PERIOD, 4)
     assert not store.has_partial("m-1", "200-300", 3)
     assert not store.has_partial("m-2", PERIOD, 3)
+    assert store.partial_count("m-1", PERIOD) == 5  # the refused repeat not counted
+    assert store.partial_count("m-1", "200-300") == 0 and store.partial_count("m-2", PERIOD) == 0
 
 
 def test_drop_partials_only_drops_that_meter_and_period(store: Store) -> None:
@@ -140,7 +142,7 @@ def test_drop_partials_only_drops_that_meter_and_period(store: Store) -> None:
     store.insert_partial("m-1", "200-300", 0, b"c", b"c")
     store.insert_partial("m-2", PERIOD, 0, b"d", b"d")
     store.drop_partials("m-1", PERIOD)
-    assert store.partials("m-1", PERIOD) == []
+    assert store.partials("m-1", PERIOD) == [] and store.partial_count("m-1", PERIOD) == 0
     assert store.partials("m-1", "200-300") == [(0, b"c", b"c")]
     assert store.partials("m-2", PERIOD) == [(0, b"d", b"d")]
     store.drop_partials("m-1", PERIOD)  # nothing left: no error

@@ -348,6 +348,10 @@ def _cluster_block(cluster: ClusterRoutes | None, tls: TlsFiles | None) -> str:
     With TLS a route is accepted only from a peer whose certificate chains to the CA file
     and whose subject DN is ``cluster.user`` (the server's own identity: a client
     certificate of the same CA cannot join the cluster); without, only with the password.
+
+    Route compression is off: what crosses the routes is mostly FHE ciphertexts, which do
+    not compress, and NATS's default (S2 once the round trip exceeds 10 ms, as it does
+    on a busy machine) would spend CPU on every replicated copy for nothing.
     """
     if cluster is None:
         return ""
@@ -364,6 +368,7 @@ def _cluster_block(cluster: ClusterRoutes | None, tls: TlsFiles | None) -> str:
         f"  listen: {_q(f'127.0.0.1:{cluster.port}')}\n"
         f"  routes: {_qlist(routes)}\n"
         f"  authorization {{ {auth} }}\n"
+        "  compression: off\n"
     )
     if tls is not None:
         block += "  tls " + _tls_block(tls, "  ")

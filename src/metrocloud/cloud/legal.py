@@ -194,11 +194,12 @@ class Legal(Service):
         if self.store.result_computed(close.meter, close.period_id):
             await msg.ack()
             return
-        partials = self.store.partials(close.meter, close.period_id)
         keys = self.customer_keys(close.customer)
-        if keys is None or len(partials) < close.transmissions:
+        done = self.store.partial_count(close.meter, close.period_id)
+        if keys is None or done < close.transmissions:
             await msg.nak(delay=RETRY_DELAY_S)  # transmissions still in flight
             return
+        partials = self.store.partials(close.meter, close.period_id)
         program = self.program(close.meter, keys.params)
         ev = keys.evaluator
         start = close.period_start

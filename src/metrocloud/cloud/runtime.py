@@ -52,6 +52,10 @@ CRL_REFRESH_S = 30.0
 """How often services fetch CRLs from the PKI service, unless cluster.json says otherwise."""
 MAX_ATTEMPTS = 5
 RETRY_DELAY_S = 1.0
+TRANSIENT_DELAY_MAX_S = 8.0
+"""The longest wait before a message that met a busy broker or database comes again (the
+wait doubles from :data:`RETRY_DELAY_S` with each attempt): a broker node's election is
+over in seconds, and a longer wait only delays catching up."""
 # Failures of infrastructure, not of the message: retried for as long as it takes.
 TRANSIENT: tuple[type[BaseException], ...] = (
     NatsError,
@@ -381,7 +385,7 @@ class Service(ABC):
         attempts = msg.metadata.num_delivered
         if isinstance(exc, TRANSIENT):  # the broker or the disk is busy: never give up
             _log.warning("%s: %s on %s; retrying", self.name, exc, msg.subject)
-            await msg.nak(delay=min(30.0, RETRY_DELAY_S * 2**attempts))
+            await msg.nak(delay=min(TRANSIENT_DELAY_MAX_S, RETRY_DELAY_S * 2**attempts))
             return
         if attempts < MAX_ATTEMPTS:
             _log.exception(

@@ -80,6 +80,10 @@ class Store(ABC):
     @abstractmethod
     def partials(self, meter_id: str, period_id: str) -> list[tuple[int, bytes, bytes]]: ...
     @abstractmethod
+    def partial_count(self, meter_id: str, period_id: str) -> int:
+        """How many partials of the period are kept (without reading them)."""
+
+    @abstractmethod
     def drop_partials(self, meter_id: str, period_id: str) -> None: ...
     @abstractmethod
     def result_computed(self, meter_id: str, period_id: str) -> bool: ...

@@ -204,6 +204,13 @@ class SqlStore(Store):
         )
         return [(int(str(r[0])), bytes(r[1]), bytes(r[2])) for r in rows]
 
+    def partial_count(self, meter_id: str, period_id: str) -> int:
+        row = self._one(
+            "SELECT count(*) FROM legal_partials WHERE meter_id=? AND period_id=?",
+            (meter_id, period_id),
+        )
+        return int(str(row[0])) if row is not None else 0
+
     def drop_partials(self, meter_id: str, period_id: str) -> None:
         self._write(
             "DELETE FROM legal_partials WHERE meter_id=? AND period_id=?", (meter_id, period_id)
