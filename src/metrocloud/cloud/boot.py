@@ -40,7 +40,9 @@ def _again(argv: list[str]) -> None:
     os.execv(sys.executable, [sys.executable, "-m", "metrocloud.cloud.boot", *argv])
 
 
-def main(argv: list[str] | None = None) -> None:
+def main(argv: list[str] | None = None, subclass: str | None = None) -> None:
+    """Boot the process; ``subclass`` (``module:class``, imported only after the install root
+    is active) runs a subclass of the service's class (see :func:`serve.main`)."""
     argv = list(sys.argv[1:] if argv is None else argv)
     data = _argument(argv, "--data")
     config = _argument(argv, "--config")
@@ -55,7 +57,7 @@ def main(argv: list[str] | None = None) -> None:
             activate(root)
         from metrocloud.cloud import serve
 
-        service = serve.main(argv)
+        service = serve.main(argv, subclass)
     except Exception:
         if root is not None and name is not None:
             reverted = [c for c in root.on_trial(name) if root.revert(c)]

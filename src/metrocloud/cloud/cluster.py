@@ -85,6 +85,9 @@ class Cluster:
         self.threads = dict(THREADS)
         """OpenMP threads per service (the FHE library's)."""
         self.bus_url = ""
+        self.entries: dict[str, str] = {}
+        """Process -> the module it runs instead of the certified boot (the testbed's
+        manipulated legal, :mod:`metrocloud.testbed.insider`)."""
 
     def service_of(self, process: str) -> str:
         """The service a process runs (several processes may run one service: ``legal-2``)."""
@@ -175,12 +178,13 @@ class Cluster:
             await nc.close()
 
     def command(self, name: str) -> list[str]:
-        """How process ``name`` is started."""
+        """How process ``name`` is started: ``python -m`` its entry point (the certified
+        :mod:`metrocloud.cloud.boot` unless :attr:`entries` names another)."""
         service = self.service_of(name)
         cmd = [
             sys.executable,
             "-m",
-            "metrocloud.cloud.boot",
+            self.entries.get(name, "metrocloud.cloud.boot"),
             service,
             "--data",
             str(self.data.root),

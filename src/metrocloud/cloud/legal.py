@@ -40,17 +40,10 @@ from metrocloud.fhe.context import (
 from metrocloud.fhe.evaluator import Evaluator
 from metrocloud.fhe.params import FheParameters
 from metrocloud.tariffs import PROGRAMS, TariffProgram, load_program
-from metrocloud.tariffs.register import RegisterProgram
 
 _log = logging.getLogger(__name__)
 
 RETRY_DELAY_S = 1.0
-
-
-def flip_bytes(blob: bytes) -> bytes:
-    """A manipulation for fault scenarios: invert bytes in the middle of a ciphertext."""
-    middle = len(blob) // 2
-    return blob[:middle] + bytes(b ^ 0xFF for b in blob[middle : middle + 16]) + blob[middle + 16 :]
 
 
 class CustomerKeys:
@@ -84,15 +77,6 @@ class Legal(Service):
         super().__init__(*args, **kwargs)
         self._keys: dict[str, CustomerKeys] = {}
         self._programs: dict[tuple[str, str, str], TariffProgram] = {}
-        # Fault injection for the testbed's scenarios (an insider who runs legal manipulated):
-        # "flip-r:<meter>" corrupts r (not r') of one meter's results; "shift-schedule:<n>"
-        # bills every reading of a time-dependent program (TAF 1, 2) in the register of the
-        # quarter hour n later, for r and r' alike: a consistent manipulation.
-        fault = self.options.get("fault", "")
-        self._flip_r_of = fault.removeprefix("flip-r:") if fault.startswith("flip-r:") else None
-        self._shift = (
-            int(fault.removeprefix("shift-schedule:")) if fault.startswith("shift-schedule:") else 0
-        )
 
     @property
     def worker(self) -> str:
@@ -139,12 +123,20 @@ class Legal(Service):
             required.parameters_id,
         )
         if key not in self._programs:  # one instance per configuration: it caches its masks
-            program = load_program(meter.tariff, params, meter.tariff_config)
-            if self._shift and isinstance(program, RegisterProgram):
-                honest = program.register_of
-                setattr(program, "register_of", lambda index: honest(index + self._shift))  # noqa: B010
-            self._programs[key] = program
+            self._programs[key] = self.load_program(meter.tariff, params, meter.tariff_config)
         return self._programs[key]
+
+    def load_program(
+        self, tariff: str, params: FheParameters, config: dict[str, Any]
+    ) -> TariffProgram:
+        """The tariff program ``tariff`` with ``config`` (loaded once per configuration)."""
+        return load_program(tariff, params, config)
+
+    def result_bytes(
+        self, meter_id: str, r: list[Ciphertext], r_dup: list[Ciphertext]
+    ) -> tuple[list[bytes], list[bytes]]:
+        """Both copies of a meter's result ciphertexts, serialized for the result."""
+        return [serialize(c) for c in r], [serialize(c) for c in r_dup]
 
     async def handle(self, msg: Msg) -> None:
         env = Envelope.decode(msg.data)
@@ -206,9 +198,7 @@ class Legal(Service):
         r = program.read_out(ev, [keys.unpack(p) for _, p, _ in partials], close.block, start)
         await msg.in_progress()
         r_dup = program.read_out(ev, [keys.unpack(p) for _, _, p in partials], close.block, start)
-        r_bytes, r_dup_bytes = [serialize(c) for c in r], [serialize(c) for c in r_dup]
-        if self._flip_r_of == close.meter:
-            r_bytes[0] = flip_bytes(r_bytes[0])
+        r_bytes, r_dup_bytes = self.result_bytes(close.meter, r, r_dup)
         # The identification shown for the program as this process loaded it, not as the
         # file on disk reads now.
         loaded = self.components[f"tariff-{program.name}"].identification

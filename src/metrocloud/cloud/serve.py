@@ -36,17 +36,24 @@ _WITNESS_CLASS = "metrocloud.authority.witness:WitnessService"
 _MONITOR_CLASS = "metrocloud.authority.monitor_service:MonitorService"
 
 
-def service_class(name: str) -> type[Service]:
-    """The class of the service ``name`` runs (its module imported now)."""
+def service_class(name: str, where: str | None = None) -> type[Service]:
+    """The class of the service ``name`` runs (its module imported now): its own, or the
+    one at ``where`` (``module:class``), which must be a subclass of it."""
     if WITNESS.fullmatch(name):
-        where = _WITNESS_CLASS
+        own = _WITNESS_CLASS
     elif name == MONITOR:
-        where = _MONITOR_CLASS
+        own = _MONITOR_CLASS
     else:
-        where = SERVICES[name]
+        own = SERVICES[name]
+    kind, base = _load(where or own), _load(own)
+    if not issubclass(kind, base):
+        raise TypeError(f"{where} is not a {base.__name__}")
+    return kind
+
+
+def _load(where: str) -> type[Service]:
     module, _, attribute = where.partition(":")
     kind: type[Service] = getattr(importlib.import_module(module), attribute)
-    assert kind.name == name or WITNESS.fullmatch(name), (kind.name, name)
     return kind
 
 
@@ -59,14 +66,19 @@ def process_name(name: str) -> str:
 
 
 async def run_service(
-    name: str, data: DataDir, options: dict[str, str], process: str | None = None
+    name: str,
+    data: DataDir,
+    options: dict[str, str],
+    process: str | None = None,
+    kind: type[Service] | None = None,
 ) -> Service:
     """Run one service until it stops; the service is returned (did it ask to restart?).
 
-    ``process`` names this process (its ready file), when several run the same service.
-    Once it is ready, the releases it runs on trial are kept (see
-    :mod:`metrocloud.cloud.boot`): the new code has started well."""
-    service = service_class(name)(data, options)
+    ``process`` names this process (its ready file), when several run the same service;
+    ``kind`` is the class to run (the service's own by default). Once it is ready, the
+    releases it runs on trial are kept (see :mod:`metrocloud.cloud.boot`): the new code
+    has started well."""
+    service = (kind or service_class(name))(data, options)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, lambda: asyncio.ensure_future(service.stop()))
@@ -90,7 +102,10 @@ async def run_service(
     return service
 
 
-def main(argv: list[str] | None = None) -> Service:
+def main(argv: list[str] | None = None, subclass: str | None = None) -> Service:
+    """Parse ``argv`` and run the service; ``subclass`` (``module:class``) runs a subclass of
+    the service's class instead: only code that calls this function can choose one, no
+    option or configuration file can."""
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("name", type=process_name)
     where = parser.add_mutually_exclusive_group(required=True)
@@ -113,7 +128,8 @@ def main(argv: list[str] | None = None) -> Service:
         level=logging.INFO, format=f"%(asctime)s {process} %(levelname)s %(message)s"
     )
     logging.getLogger("httpx").setLevel(logging.WARNING)
-    return asyncio.run(run_service(args.name, data, options, process))
+    kind = service_class(args.name, subclass)
+    return asyncio.run(run_service(args.name, data, options, process, kind))
 
 
 if __name__ == "__main__":

@@ -18,7 +18,6 @@ Every action returns plain JSON-able data.
 from __future__ import annotations
 
 import asyncio
-import re
 import signal
 import ssl
 import threading
@@ -59,11 +58,12 @@ from metrocloud.testbed.attacks import (
     malicious_update,
     publish_as,
 )
+from metrocloud.testbed.insider import ENTRY as INSIDER
+from metrocloud.testbed.insider import FAULT
 from metrocloud.testbed.observe import flags, logbook_entries
 from metrocloud.testbed.pipeline import MeterOutcome, Pipeline, PipelineConfig
 
 ChannelName = Literal["ideal", "realistic"]
-FAULT = re.compile(r"flip-r:[A-Za-z0-9-]{1,64}|shift-schedule:-?[0-9]{1,4}")
 """The manipulations legal can be restarted with (:meth:`Testbed.manipulate`)."""
 AUTHORITY = "market-surveillance"
 ADMINISTRATOR = "gw-admin"
@@ -357,8 +357,8 @@ class Testbed:
         return self.send_uploads([altered_in_transit(first)])
 
     def manipulate(self, service: str, fault: str) -> dict[str, Any]:
-        """Restart ``service`` with ``fault`` (an insider's manipulation, see
-        :mod:`metrocloud.cloud.legal`); an empty ``fault`` restarts it honest."""
+        """Restart ``service`` with ``fault`` (an insider's manipulated code, see
+        :mod:`metrocloud.testbed.insider`); an empty ``fault`` restarts it honest."""
         if fault and (service != "legal" or not FAULT.fullmatch(fault)):
             raise ValueError(
                 f"no fault {fault!r} for {service}: legal takes flip-r:<meter> or "
@@ -371,8 +371,10 @@ class Testbed:
             options = cluster.options.setdefault(service, {})
             if fault:
                 options["fault"] = fault
+                cluster.entries[service] = INSIDER
             else:
                 options.pop("fault", None)
+                cluster.entries.pop(service, None)
             cluster.kill(service, signal.SIGTERM)
             cluster.restart(service)
             return {"service": service, "fault": fault or None}
