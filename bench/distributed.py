@@ -153,7 +153,7 @@ WARM_UP_PERIODS = 6
 
 
 def throughput(
-    workers: int, meters: int, days: int, tariff: str
+    workers: int, meters: int, days: int, tariff: str, timeline_to: str | None = None
 ) -> tuple[float, int, float, float, dict[str, int]]:
     """A first period (the workers load the customers' evaluation keys as they meet them),
     more periods until every worker holds every customer's keys, then the measured one:
@@ -182,8 +182,8 @@ def throughput(
         steady = bill_period(cluster, period(done), meters * done, spent)
         share = {k: v - before.get(k, 0) for k, v in workers_used(cluster).items()}
         busy = sum(spent.values()) / steady
-        if os.environ.get("MC_TIMELINE"):
-            timeline(cluster, Path(f"{os.environ['MC_TIMELINE']}-{workers}.txt"))
+        if timeline_to:
+            timeline(cluster, Path(f"{timeline_to}-{workers}.txt"))
         print(f"  {workers} worker(s), CPU seconds in the {steady:.1f} s measured period "
               f"({busy:.2f} of {os.cpu_count()} cores busy): "
               + ", ".join(f"{k} {v:.1f}" for k, v in sorted(spent.items(), key=lambda kv: -kv[1])
@@ -263,6 +263,9 @@ def main() -> None:
     parser.add_argument("--drill", action="store_true", help="run the fault drill instead")
     parser.add_argument("--pair", action="store_true", help="two FHE processes on two cores")
     parser.add_argument("--node-kills", type=int, metavar="N", help="a drill of N node kills")
+    parser.add_argument(
+        "--timeline", metavar="PREFIX", help="write each run's logbook timeline to PREFIX-N.txt"
+    )
     args = parser.parse_args()
     print(f"machine: {machine()}")
     if args.drill:
@@ -282,7 +285,9 @@ def main() -> None:
     print("| ---: | ---: | ---: | ---: | ---: | ---: | --- |")
     base = None
     for workers in args.workers:
-        cold, done, steady, rate, used = throughput(workers, args.meters, args.days, args.tariff)
+        cold, done, steady, rate, used = throughput(
+            workers, args.meters, args.days, args.tariff, args.timeline
+        )
         base = base or rate
         shares = ", ".join(f"{k}: {v}" for k, v in sorted(used.items()))
         print(f"| {workers} | {cold:.1f} | {done} | {steady:.1f} | {rate:,.0f} "

@@ -73,24 +73,34 @@ def test_find_python_fails_clearly_without_a_suitable_interpreter(tmp_path: Path
     assert "python3.10-venv" in result.stderr
 
 
-def test_find_python_rejects_a_python_311_given_as_python(tmp_path: Path) -> None:
-    real_311 = shutil.which("python3.11") or "/usr/bin/python3.11"
-    if not os.access(real_311, os.X_OK):
-        pytest.skip("no python3.11 on this machine")
-    probe = subprocess.run(
-        [real_311, "-c", "import sys; print(sys.version_info[:2] == (3, 11))"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    if probe.stdout.strip() != "True":
-        pytest.skip(f"{real_311} is not a working CPython 3.11")
+def other_cpython() -> str | None:
+    """A working CPython that is neither 3.10 nor 3.12 (3.11 is Debian 12's own python3)."""
+    names = ("python3.11", "python3.13", "python3.9", "python3")
+    for path in dict.fromkeys(p for n in names for p in (shutil.which(n), f"/usr/bin/{n}") if p):
+        if not os.access(path, os.X_OK):
+            continue
+        probe = subprocess.run(
+            [path, "-c", "import sys; print(sys.implementation.name, sys.version_info[:2])"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        kind, _, version = probe.stdout.strip().partition(" ")
+        if probe.returncode == 0 and kind == "cpython" and version not in ("(3, 10)", "(3, 12)"):
+            return path
+    return None
+
+
+def test_find_python_rejects_another_python_given_as_python(tmp_path: Path) -> None:
+    real_other = other_cpython()
+    if real_other is None:  # Debian 12 always has its python3.11: only a bare 3.10/3.12 box
+        pytest.skip("no CPython other than 3.10 and 3.12 on this machine to be refused")
     env = {
         "PATH": str(tmp_path),
         "PYENV_ROOT": str(tmp_path / "nopyenv"),
         "HOME": str(tmp_path),
         "METROCLOUD_PYTHON_SEARCH_SYSTEM": "0",
-        "PYTHON": real_311,
+        "PYTHON": real_other,
     }
     result = subprocess.run(
         [BASH, str(FIND_PYTHON), "--all"],
