@@ -89,6 +89,36 @@ def _consume(stream: str, durable: str) -> tuple[str, ...]:
     )
 
 
+FAMILIES: tuple[str, ...] = (
+    "ingress.upload",
+    "ingress.keys",
+    "ingress.report",
+    "legal.in.reading",
+    "legal.in.close",
+    "legal.keys",
+    "legal.results",
+    "egress.results",
+    "services.export",
+    "software.identify",
+    "software.switch",
+)
+"""Subject prefixes followed by an identifier (a gateway, meter, customer, component)."""
+
+
+def subject_family(subject: str) -> str:
+    """The subject with its identifiers replaced by wildcards, as metrics count it:
+    ``legal.in.reading.m-0001`` -> ``legal.in.reading.*``, ``egress.results.m.p`` ->
+    ``egress.results.>``. Service names (``legal.log.storage``) stay: there are few."""
+    for family in FAMILIES:
+        if subject.startswith(family + "."):
+            rest = subject[len(family) + 1 :]
+            return f"{family}.{'*' if '.' not in rest else '>'}"
+    if subject.startswith("legal.log.") or subject.count(".") <= 1:
+        return subject
+    first, second, _ = subject.split(".", 2)
+    return f"{first}.{second}.>"
+
+
 IDENTIFY = "software.identify"
 """Request subject prefix: ``software.identify.<component>`` answers with the component's
 signed software identification (see :mod:`metrocloud.cloud.runtime`)."""
@@ -217,6 +247,8 @@ ROLES: dict[str, Role] = {
             "authority",
             publish=(identify_subject("*"), f"{IDENTIFY}.tariff.*", "legal.log.monitor"),
         ),
+        # Anomaly detection reads every consumer's progress (read-only) and logs states.
+        Role("anomaly", "legal", publish=("legal.log.anomaly", "$JS.API.CONSUMER.INFO.*.*")),
         Role("thirdparty", "services", publish=("services.>",), subscribe=("services.>",)),
     )
 }
@@ -229,4 +261,8 @@ SERVICE_ROLES: tuple[str, ...] = (
     "logbook",
     "display",
     "download",
+    "anomaly",
 )
+
+ANOMALY = "anomaly"
+"""The anomaly detection service: it watches the others, so it starts after them."""

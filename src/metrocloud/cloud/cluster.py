@@ -22,7 +22,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from metrocloud.bus.connect import connect
 from metrocloud.bus.server import EmbeddedNatsServer, ServerTls, issue_server_tls
 from metrocloud.bus.streams import ensure_streams
-from metrocloud.bus.subjects import SERVICE_ROLES
+from metrocloud.bus.subjects import ANOMALY, SERVICE_ROLES
 from metrocloud.cloud.https import LOCAL_HOSTS
 from metrocloud.cloud.runtime import CRL_REFRESH_S, DataDir
 from metrocloud.core.errors import ConfigurationError, MetrocloudError
@@ -115,11 +115,12 @@ class Cluster:
             asyncio.run(self._prepare_bus())
             self.publish_description(self.describe())
             # The PKI first: the others fetch its CRLs as they start. Then the authority's
-            # witnesses, so the logbook finds them for its first head. The monitor last: it
-            # checks the others.
+            # witnesses, so the logbook finds them for its first head. Anomaly detection once
+            # the services it watches answer; the monitor last: it checks the others.
             first = tuple(n for n in self.services if n == "pki")
-            rest = tuple(n for n in self.services if n not in first)
-            for group in (first, self.witnesses, rest, self.monitor):
+            watching = tuple(n for n in self.services if n == ANOMALY)
+            rest = tuple(n for n in self.services if n not in (*first, *watching))
+            for group in (first, self.witnesses, rest, watching, self.monitor):
                 for name in group:
                     self.spawn(name)
                 self.wait_ready(group, timeout_s)
@@ -156,9 +157,18 @@ class Cluster:
         if "download" in self.services:
             described["download_url"] = self.url("download")
         described["witnesses"] = {name: self.url(name) for name in self.witnesses}
+        described["metrics"] = {name: self.metrics_url(name) for name in self.services}
         if self.monitor:
             described["monitor_url"] = self.url("monitor")
         return described
+
+    def metrics_url(self, name: str) -> str:
+        """Where cloud process ``name`` serves its metrics (``GET /metrics``, plain HTTP on
+        127.0.0.1); the port is chosen on first call and given to the process as an option."""
+        options = self.options.setdefault(name, {})
+        if "metrics_port" not in options:
+            options["metrics_port"] = str(free_port())
+        return f"http://127.0.0.1:{options['metrics_port']}/metrics"
 
     def url(self, name: str) -> str:
         """Where HTTPS service ``name`` answers (its certificate chains to ``pki/root.pem``)."""

@@ -88,7 +88,18 @@ class CloudSection(_Section):
     download_url: str | None = None
     monitor_url: str | None = None
     witnesses: dict[str, str] = Field(default_factory=dict)
+    metrics: dict[str, str] = Field(default_factory=dict)
+    """Every cloud process's metrics URL (``http://HOST:PORT/metrics``): anomaly detection's
+    targets."""
     crl_refresh_s: float = Field(default=30.0, gt=0, le=86_400)
+
+    @field_validator("metrics")
+    @classmethod
+    def _metrics(cls, targets: dict[str, str]) -> dict[str, str]:
+        for name, url in targets.items():
+            if not url.startswith(("http://", "https://")):
+                raise ValueError(f"{name}: {url!r} is no http(s):// URL")
+        return targets
 
     @field_validator("pki_url", "logbook_url", "download_url", "monitor_url")
     @classmethod
@@ -119,6 +130,8 @@ class ServiceConfig(_Section):
             "crl_refresh_s": self.cloud.crl_refresh_s,
             "witnesses": dict(self.cloud.witnesses),
         }
+        if self.cloud.metrics:
+            found["metrics"] = dict(self.cloud.metrics)
         if self.bus is not None:
             found["nats_url"] = ",".join(self.bus.urls)
         for key in ("pki_url", "logbook_url", "download_url", "monitor_url"):

@@ -35,8 +35,10 @@ class Display(Service):
             await asyncio.sleep(0.5)
 
     async def handle(self, msg: Msg) -> None:
+        self.metrics.received(msg.subject)
         try:
-            answer = await self.fetch(msg.data)
+            with self.metrics.step("display:fetch"):
+                answer = await self.fetch(msg.data)
         except Rejected as exc:
             await self.log(
                 EventKind.REJECTION, "display", {"reason": exc.reason, "detail": exc.detail}

@@ -160,9 +160,10 @@ class Legal(Service):
             return
         program = self.program(tx.meter, keys.params)
         ev = keys.evaluator
-        partial = program.evaluate(ev, keys.load_all(tx.c), tx.block, tx.first_index)
-        await msg.in_progress()
-        partial_dup = program.evaluate(ev, keys.load_all(tx.c_dup), tx.block, tx.first_index)
+        with self.metrics.step(f"tariff-{program.name}:evaluate"):
+            partial = program.evaluate(ev, keys.load_all(tx.c), tx.block, tx.first_index)
+            await msg.in_progress()
+            partial_dup = program.evaluate(ev, keys.load_all(tx.c_dup), tx.block, tx.first_index)
         # Logged before it is stored: a crash in between redoes the work and logs the same
         # event id again (appending is idempotent), where the other order could lose it.
         await self.log(
@@ -195,9 +196,12 @@ class Legal(Service):
         program = self.program(close.meter, keys.params)
         ev = keys.evaluator
         start = close.period_start
-        r = program.read_out(ev, [keys.unpack(p) for _, p, _ in partials], close.block, start)
-        await msg.in_progress()
-        r_dup = program.read_out(ev, [keys.unpack(p) for _, _, p in partials], close.block, start)
+        with self.metrics.step(f"tariff-{program.name}:read-out"):
+            r = program.read_out(ev, [keys.unpack(p) for _, p, _ in partials], close.block, start)
+            await msg.in_progress()
+            r_dup = program.read_out(
+                ev, [keys.unpack(p) for _, _, p in partials], close.block, start
+            )
         r_bytes, r_dup_bytes = self.result_bytes(close.meter, r, r_dup)
         # The identification shown for the program as this process loaded it, not as the
         # file on disk reads now.

@@ -81,11 +81,17 @@ class Logbook(Service):
                 self.publish_head(book)  # a head for what is there after a restart
             while not self.stopping:
                 msgs = await fetch(sub, batch=256, timeout_s=1.0)
+                pending = msgs[-1].metadata.num_pending if msgs else 0
+                self.metrics.pending.labels("logbook").set(pending)
                 own, self._own = self._own, []
                 if not msgs and not own:
                     continue
-                book.append_positions([*own, *(self._event(m.data, m.subject) for m in msgs)])
-                self.publish_head(book)
+                for m in msgs:
+                    self.metrics.received(m.subject)
+                with self.metrics.step("logbook:append"):
+                    events = [*own, *(self._event(m.data, m.subject) for m in msgs)]
+                    book.append_positions(events)
+                    self.publish_head(book)
                 for m in msgs:
                     await m.ack()
         finally:

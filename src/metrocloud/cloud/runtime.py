@@ -37,6 +37,7 @@ from metrocloud.core.errors import Rejected
 from metrocloud.core.events import EventKind, LogEvent
 from metrocloud.core.messages import SoftwareReport, seal
 from metrocloud.core.software import LoadedComponent
+from metrocloud.metrics import ComponentMetrics, MetricsServer, serve_metrics
 from metrocloud.pki import FileKeyStore, Identity, IdentityStore, Pki, Role, TrustStore
 from metrocloud.pki.authority import Audit
 from metrocloud.pki.client import PkiClient, PkiUnreachable
@@ -215,6 +216,9 @@ class Service(ABC):
         self._refresher: asyncio.Future[None] | None = None
         self.restart_requested = False
         """Set when the service stopped to start again on new code."""
+        self.metrics = ComponentMetrics()
+        """What this process counts, served on its metrics port (``metrics_port``)."""
+        self._metrics_server: MetricsServer | None = None
 
     @functools.cached_property
     def components(self) -> dict[str, LoadedComponent]:
@@ -236,6 +240,7 @@ class Service(ABC):
         return self.data.open_store()
 
     async def start(self) -> None:
+        self.serve_metrics()
         if self.uses_bus:
             url = str(self.data.cluster()["nats_url"])
             self.nc = await connect(
@@ -251,6 +256,16 @@ class Service(ABC):
         pki_url = self.data.cluster().get("pki_url")
         if pki_url and self.checks_certificates:
             self._refresher = asyncio.ensure_future(self.refresh_crls(str(pki_url)))
+
+    def serve_metrics(self) -> None:
+        """Serve ``GET /metrics`` on 127.0.0.1 at option ``metrics_port`` (none without it)."""
+        port = self.options.get("metrics_port")
+        if port is None:
+            return
+        for loaded in self.components.values():
+            ident = loaded.identification
+            self.metrics.loaded(ident.component, ident.version, ident.checksum)
+        self._metrics_server = serve_metrics(self.metrics, int(port))
 
     @property
     def updatable(self) -> bool:
@@ -322,6 +337,8 @@ class Service(ABC):
                 await self._refresher
         if self.nc is not None:
             await self.nc.close()
+        if self._metrics_server is not None:
+            self._metrics_server.close()
         if "store" in self.__dict__:
             self.store.close()
 
@@ -356,24 +373,33 @@ class Service(ABC):
             _log.info("%s: %s %s %s", self.name, event.kind.value, event.subject, event.detail)
             return
         assert self.js is not None
-        await self.js.publish(
-            f"legal.log.{self.name}", event.to_json(), headers={"Nats-Msg-Id": event.event_id}
-        )
+        if event.kind is EventKind.REJECTION:
+            self.metrics.rejected(str(event.detail.get("reason", "unknown")))
+        subject = f"legal.log.{self.name}"
+        await self.js.publish(subject, event.to_json(), headers={"Nats-Msg-Id": event.event_id})
+        self.metrics.sent(subject)
 
     async def publish(self, subject: str, payload: bytes, msg_id: str) -> None:
         """JetStream publish that returns only once the stream has stored the message."""
         assert self.js is not None
         await self.js.publish(subject, payload, headers={"Nats-Msg-Id": msg_id})
+        self.metrics.sent(subject)
 
     async def consume(self, durable: str, handler: Handler, batch: int = 8) -> None:
         """Pull from a durable consumer until stopped; the handler acks or naks."""
         assert self.js is not None
         sub = await pull(self.js, durable)
+        pending = self.metrics.pending.labels(durable)
         while not self._stop.is_set():
-            for msg in await fetch(sub, batch=batch, timeout_s=1.0):
+            msgs = await fetch(sub, batch=batch, timeout_s=1.0)
+            pending.set(msgs[-1].metadata.num_pending if msgs else 0)
+            for msg in msgs:
+                self.metrics.received(msg.subject)
                 try:
-                    await handler(msg)
+                    with self.metrics.step(durable):
+                        await handler(msg)
                 except Exception as exc:
+                    self.metrics.failed(exc)
                     await self.failed(msg, exc)
 
     async def failed(self, msg: Msg, exc: Exception) -> None:

@@ -25,6 +25,7 @@ SERVICES: dict[str, str] = {
     "logbook": "metrocloud.cloud.logbook:Logbook",
     "display": "metrocloud.cloud.display:Display",
     "download": "metrocloud.cloud.download:Download",
+    "anomaly": "metrocloud.cloud.anomaly:Anomaly",
 }
 """Each service's class, as ``module:class``: a process imports only its own service's
 module (and what that needs), which keeps the start of a whole cloud short."""

@@ -24,7 +24,7 @@ from metrocloud.bus.cluster import NatsCluster
 from metrocloud.bus.connect import connect
 from metrocloud.bus.server import ServerTls
 from metrocloud.bus.streams import ensure_streams
-from metrocloud.bus.subjects import SERVICE_ROLES
+from metrocloud.bus.subjects import ANOMALY, SERVICE_ROLES
 from metrocloud.cloud.cluster import MAX_PAYLOAD, Cluster
 from metrocloud.cloud.config import load_config
 from metrocloud.cloud.runtime import CRL_REFRESH_S, DataDir
@@ -176,11 +176,13 @@ class DistributedCluster(Cluster):
             config["port"] = int(port)
         config["bus"] = {"urls": str(described["nats_url"]).split(",")}
         config["storage"] = {"database": self.database_url, "logbook": self.logbook_url}
-        config["cloud"] = {
+        config["cloud"] = cloud = {
             **{k: v for k, v in described.items() if k.endswith("_url") and k != "nats_url"},
             "crl_refresh_s": described["crl_refresh_s"],
             "witnesses": described["witnesses"],
         }
+        if self.service_of(name) == ANOMALY:  # the only process that scrapes the others
+            cloud["metrics"] = described["metrics"]
         if options:
             config["options"] = options
         return config

@@ -32,6 +32,9 @@ atomic actions, and reads the outcomes:
 | ``POST /v1/attacks/publish`` | a message on a bus ``subject`` with ``role``'s credentials |
 | ``POST /v1/attacks/logbook/{entry}`` | a logbook entry rewritten in the database file |
 | ``POST /v1/logbook/audit`` | an auditor's check of the log against the witnesses' cosigned head |
+| ``POST /v1/faults/{fault}`` | ``fault`` injected into ``service`` for ``seconds`` (``disturb``) |
+| ``DELETE /v1/faults/{service}`` | the fault in ``service`` ends |
+| ``GET /v1/anomaly`` | anomaly detection's state, as the logbook records it |
 
 Errors are JSON ``{"error": ...}`` with 409 (the testbed's state does not allow the
 action) or 404 (no such meter, service, identity).
@@ -57,6 +60,7 @@ from pydantic import BaseModel, Field
 from metrocloud.testbed.testbed import Testbed, TestbedConfig, TestbedError
 
 MediumName = Literal["electricity", "gas", "water", "heat"]
+FaultName = Literal["cpu-hog", "memory-leak", "stall", "slow-storage", "flood", "crash"]
 
 
 class StartRequest(BaseModel):
@@ -69,6 +73,9 @@ class StartRequest(BaseModel):
     media: list[MediumName] = Field(
         default_factory=lambda: list[MediumName](["electricity"]), min_length=1, max_length=4
     )
+    faults: bool = False
+    anomaly_training_s: float | None = Field(None, gt=0, le=3600)
+    anomaly_interval_s: float | None = Field(None, gt=0, le=60)
 
 
 class MeasureRequest(BaseModel):
@@ -90,6 +97,12 @@ class MeterRequest(BaseModel):
 
 class FaultRequest(BaseModel):
     fault: str = Field("", max_length=200)
+
+
+class FaultInjectRequest(BaseModel):
+    service: str | None = Field(None, max_length=64)
+    seconds: float = Field(60.0, gt=0, le=3600)
+    rate: float = Field(200.0, gt=0, le=5000)
 
 
 class PublishRequest(BaseModel):
@@ -243,6 +256,26 @@ def create_controller_app(testbed: Testbed) -> FastAPI:
             found: dict[str, Any] = await call(testbed.manipulate, service, body.fault)
         except ValueError as exc:
             raise HTTPException(422, str(exc)) from None
+        return found
+
+    @app.post("/v1/faults/{fault}")
+    async def inject_fault(fault: FaultName, body: FaultInjectRequest) -> dict[str, Any]:
+        try:
+            found: dict[str, Any] = await call(
+                testbed.inject_fault, fault, body.service, body.seconds, body.rate
+            )
+        except ValueError as exc:
+            raise HTTPException(422, str(exc)) from None
+        return found
+
+    @app.delete("/v1/faults/{service}")
+    async def clear_fault(service: str) -> dict[str, Any]:
+        found: dict[str, Any] = await call(testbed.clear_fault, service)
+        return found
+
+    @app.get("/v1/anomaly")
+    async def anomaly() -> dict[str, Any]:
+        found: dict[str, Any] = await call(testbed.anomaly)
         return found
 
     @app.post("/v1/attacks/update/{kind}")
@@ -425,4 +458,19 @@ class TestbedClient:
     ) -> dict[str, Any]:
         request = {"identity": identity, "method": method, "path": path, "body": body}
         found: dict[str, Any] = self._call("POST", "/v1/gateway/wan", json=request)
+        return found
+
+    def inject_fault(
+        self, fault: str, service: str | None = None, seconds: float = 60.0, rate: float = 200.0
+    ) -> dict[str, Any]:
+        body = {"service": service, "seconds": seconds, "rate": rate}
+        found: dict[str, Any] = self._call("POST", f"/v1/faults/{fault}", json=body)
+        return found
+
+    def clear_fault(self, service: str) -> dict[str, Any]:
+        found: dict[str, Any] = self._call("DELETE", f"/v1/faults/{service}")
+        return found
+
+    def anomaly(self) -> dict[str, Any]:
+        found: dict[str, Any] = self._call("GET", "/v1/anomaly")
         return found

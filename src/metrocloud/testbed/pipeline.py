@@ -302,9 +302,9 @@ class Pipeline:
         assert self.gateway is not None
         return list(self.gateway.uploads(meter_id, self.config.period))
 
-    def reference(self, meter_id: str) -> RegisterSet:
+    def reference(self, meter_id: str, period: BillingPeriod | None = None) -> RegisterSet:
         assert self.gateway is not None
-        period = self.config.period
+        period = period or self.config.period
         intervals = self.gateway.intervals(meter_id, period.start, period.intervals)
         return self.contracts[meter_id].reference(meter_id, intervals)
 
@@ -314,13 +314,14 @@ class Pipeline:
         progress: Callable[[int], None] | None = None,
         *,
         missing_ok: bool = False,
+        period: BillingPeriod | None = None,
     ) -> list[MeterOutcome]:
         """Pull every meter's result through the display, verify it, report the verdict.
 
         ``TimeoutError`` if a result is still missing after ``timeout_s``; with
         ``missing_ok`` the outcomes of the meters that have one are returned instead."""
         nc = await self.connect("receiver")
-        period = self.config.period
+        period = period or self.config.period
         outcomes: dict[str, MeterOutcome] = {}
         deadline = time.monotonic() + timeout_s
         try:
@@ -336,7 +337,7 @@ class Pipeline:
                     verdict = receiver.check(result, meter_id, period, contract)
                     await receiver.send_report(nc, verdict)
                     outcomes[meter_id] = MeterOutcome(
-                        meter_id, customer_id, self.reference(meter_id), verdict
+                        meter_id, customer_id, self.reference(meter_id, period), verdict
                     )
                     if progress:
                         progress(1)

@@ -30,7 +30,8 @@ import httpx
 from cryptography import x509
 
 from metrocloud.authority.commands import approve_installation
-from metrocloud.bus.subjects import ROLES
+from metrocloud.authority.monitor import anomaly_view
+from metrocloud.bus.subjects import ANOMALY, ROLES
 from metrocloud.cloud.cluster import Cluster
 from metrocloud.cloud.software import all_components
 from metrocloud.core.errors import Rejected
@@ -58,6 +59,7 @@ from metrocloud.testbed.attacks import (
     malicious_update,
     publish_as,
 )
+from metrocloud.testbed.disturb import Disturbances, fault_taking
 from metrocloud.testbed.insider import ENTRY as INSIDER
 from metrocloud.testbed.insider import FAULT
 from metrocloud.testbed.observe import flags, logbook_entries
@@ -85,6 +87,16 @@ class TestbedConfig:
     crl_refresh_s: float = 2.0
     media: tuple[str, ...] = ("electricity",)
     """What the meters measure, in turn: electricity, gas, water, heat."""
+    faults: bool = False
+    """Start the services so that they take injected faults (:mod:`.disturb`)."""
+    anomaly_training_s: float | None = None
+    """Anomaly detection's training window (its default when None)."""
+    anomaly_interval_s: float | None = None
+    """Anomaly detection's sampling interval (its default when None)."""
+
+    def anomaly_options(self) -> dict[str, str]:
+        given = {"training_s": self.anomaly_training_s, "interval_s": self.anomaly_interval_s}
+        return {k: str(v) for k, v in given.items() if v is not None}
 
     def pipeline(self) -> PipelineConfig:
         channel = ChannelConfig.realistic() if self.channel == "realistic" else None
@@ -141,6 +153,9 @@ class Testbed:
         self.runs = 0
         self.update_sequence = 100
         self.interfaces: GatewayInterfaces | None = None
+        self.disturbances: Disturbances | None = None
+        self.started_entries: dict[str, str] = {}
+        """The entry points the processes started with (fault-taking ones, say)."""
         self._lock = threading.RLock()
 
     # -- start state ----------------------------------------------------------------------
@@ -152,7 +167,14 @@ class Testbed:
             self.stop()
             self.runs += 1
             data = self.root / f"run-{self.runs}"
-            cluster = Cluster(data, crl_refresh_s=config.crl_refresh_s)
+            cluster = Cluster(
+                data,
+                crl_refresh_s=config.crl_refresh_s,
+                options={ANOMALY: config.anomaly_options()},
+            )
+            if config.faults:
+                fault_taking(cluster)
+            self.started_entries = dict(cluster.entries)
             cluster.start()
             try:
                 # The notified body approved the software as installed (the reference list).
@@ -166,6 +188,7 @@ class Testbed:
                 cluster.stop()
                 raise
             self.config, self.cluster, self.pipeline = config, cluster, pipeline
+            self.disturbances = Disturbances(cluster)
             self.next_index = pipeline.config.period.start - 1
             return self.state()
 
@@ -192,11 +215,14 @@ class Testbed:
 
     def stop(self) -> None:
         with self._lock:
+            if self.disturbances is not None:
+                self.disturbances.clear_all()
             if self.interfaces is not None:
                 self.interfaces.close()
             if self.cluster is not None:
                 self.cluster.stop()
             self.cluster = self.pipeline = self.config = self.interfaces = None
+            self.disturbances = None
 
     def state(self) -> dict[str, Any]:
         if self.cluster is None or self.pipeline is None or self.config is None:
@@ -375,6 +401,8 @@ class Testbed:
             else:
                 options.pop("fault", None)
                 cluster.entries.pop(service, None)
+                if service in self.started_entries:
+                    cluster.entries[service] = self.started_entries[service]
             cluster.kill(service, signal.SIGTERM)
             cluster.restart(service)
             return {"service": service, "fault": fault or None}
@@ -492,6 +520,36 @@ class Testbed:
         else:
             cluster.restart(name)
         return {"service": name, "running": cluster.processes[name].poll() is None}
+
+    def inject_fault(
+        self, fault: str, service: str | None, seconds: float, rate: float
+    ) -> dict[str, Any]:
+        """Inject ``fault`` (see :mod:`metrocloud.testbed.disturb`) into ``service``."""
+        with self._lock:
+            self._running()
+            assert self.disturbances is not None
+            try:
+                return self.disturbances.inject(fault, service, seconds, rate)
+            except LookupError as exc:
+                raise TestbedError(str(exc)) from None
+
+    def clear_fault(self, service: str) -> dict[str, Any]:
+        """End the fault injected into ``service``."""
+        with self._lock:
+            cluster, _, _ = self._running()
+            if service not in cluster.processes:
+                raise TestbedError(f"no service {service}")
+            assert self.disturbances is not None
+            self.disturbances.clear(service)
+            return {"service": service, "fault": None}
+
+    def anomaly(self) -> dict[str, Any]:
+        """The anomaly state as the logbook records it, and each component's latest event."""
+        cluster, _, _ = self._running()
+        entries = logbook_entries(cluster.data, EventKind.ANOMALY)
+        view = anomaly_view(e.event for e in entries)
+        latest = {str(e.event.detail["component"]): dict(e.event.detail) for e in entries}
+        return {**view.to_dict(), "components": latest, "events": len(entries)}
 
     # -- what happened --------------------------------------------------------------------
     def logbook(self, kind: str | None = None) -> list[dict[str, Any]]:
