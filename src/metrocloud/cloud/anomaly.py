@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib
 import logging
 import time
 from pathlib import Path
@@ -96,6 +97,10 @@ class Anomaly(Service):
         return {str(k): str(v) for k, v in dict(found).items()}
 
     async def serve(self) -> None:
+        if self.config.joint:
+            # Imported now, not when training ends: reading its files from disk would show
+            # in this process's own metrics as a burst of disk reads.
+            await asyncio.to_thread(importlib.import_module, "sklearn.ensemble")
         targets = self.targets()
         _log.info("watching %d components every %.1f s", len(targets), self.config.interval_s)
         async with httpx.AsyncClient(timeout=max(1.0, self.config.interval_s)) as http:

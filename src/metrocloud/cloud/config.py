@@ -33,18 +33,13 @@ relevant: the boot step reads it before the install root is activated.
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from metrocloud.core.errors import ConfigurationError
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover - Python 3.10
-    import tomli as tomllib
+from metrocloud.core.settings import problems, read_toml
 
 NAME = r"^[a-z][a-z0-9-]{0,62}$"
 
@@ -151,27 +146,11 @@ class ServiceConfig(_Section):
 
 def load_config(path: Path) -> ServiceConfig:
     """Read and check ``path``; :class:`ConfigurationError` says what is wrong and where."""
-    try:
-        raw = tomllib.loads(Path(path).read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise ConfigurationError(f"config {path}: cannot read it: {exc.strerror}") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigurationError(f"config {path}: not TOML: {exc}") from None
+    raw = read_toml(path, "config")
     try:
         config = ServiceConfig.model_validate(raw)
     except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc']) or '(top)'}: {_message(e)}" for e in exc.errors()
-        )
-        raise ConfigurationError(f"config {path}: {problems}") from None
+        raise ConfigurationError(f"config {path}: {problems(exc)}") from None
     if not config.data.is_absolute():
         config = config.model_copy(update={"data": (Path(path).parent / config.data).resolve()})
     return config
-
-
-def _message(error: Any) -> str:
-    if error["type"] == "extra_forbidden":
-        return "unknown setting"
-    if error["type"] == "missing":
-        return "missing"
-    return str(error["msg"]).removeprefix("Value error, ")

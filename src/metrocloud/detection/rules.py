@@ -11,18 +11,12 @@ from __future__ import annotations
 
 import enum
 import fnmatch
-import sys
 from pathlib import Path
-from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from metrocloud.core.errors import ConfigurationError
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover - Python 3.10
-    import tomli as tomllib
+from metrocloud.core.settings import problems, read_toml
 
 
 class Level(enum.IntEnum):
@@ -135,12 +129,7 @@ class DetectorConfig(BaseModel):
 
 def load_rules(path: Path) -> DetectorConfig:
     """Read the ``[detector]`` table of ``path``; a mistake is a :class:`ConfigurationError`."""
-    try:
-        raw = tomllib.loads(Path(path).read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise ConfigurationError(f"rules {path}: cannot read it: {exc.strerror}") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigurationError(f"rules {path}: not TOML: {exc}") from None
+    raw = read_toml(path, "rules")
     unknown = sorted(set(raw) - {"detector"})
     if unknown:
         raise ConfigurationError(f"rules {path}: {', '.join(unknown)}: unknown setting")
@@ -150,13 +139,4 @@ def load_rules(path: Path) -> DetectorConfig:
     try:
         return DetectorConfig.model_validate(table)
     except ValidationError as exc:
-        problems = "; ".join(
-            f"detector.{'.'.join(str(p) for p in e['loc'])}: {_message(e)}" for e in exc.errors()
-        )
-        raise ConfigurationError(f"rules {path}: {problems}") from None
-
-
-def _message(error: Any) -> str:
-    if error["type"] == "extra_forbidden":
-        return "unknown setting"
-    return str(error["msg"]).removeprefix("Value error, ")
+        raise ConfigurationError(f"rules {path}: {problems(exc, 'detector.')}") from None
