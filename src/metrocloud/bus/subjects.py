@@ -248,7 +248,12 @@ ROLES: dict[str, Role] = {
             publish=(identify_subject("*"), f"{IDENTIFY}.tariff.*", "legal.log.monitor"),
         ),
         # Anomaly detection reads every consumer's progress (read-only) and logs states.
-        Role("anomaly", "legal", publish=("legal.log.anomaly", "$JS.API.CONSUMER.INFO.*.*")),
+        Role(
+            "anomaly",
+            "legal",
+            publish=("legal.log.anomaly", "$JS.API.CONSUMER.INFO.*.*"),
+            **_identifies("anomaly", updatable=False),
+        ),
         Role("thirdparty", "services", publish=("services.>",), subscribe=("services.>",)),
     )
 }

@@ -16,7 +16,12 @@ import functools
 from metrocloud.core.software import LegalComponent, LoadedComponent, SoftwareIdentification
 from metrocloud.download.installroot import active_version
 
-_RUNTIME = ("metrocloud.cloud.runtime", "metrocloud.core.events", "metrocloud.core.errors")
+_RUNTIME = (
+    "metrocloud.cloud.runtime",
+    "metrocloud.core.events",
+    "metrocloud.core.errors",
+    "metrocloud.metrics.exporter",  # in every message's path: counts it, times it
+)
 _MESSAGES = ("metrocloud.core.messages", "metrocloud.pki.validate")
 
 LEGAL_COMPONENTS: dict[str, LegalComponent] = {
@@ -78,6 +83,22 @@ LEGAL_COMPONENTS: dict[str, LegalComponent] = {
             "metrocloud-display",
             "1.0.0",
             ("metrocloud.cloud.display", *_RUNTIME, *_MESSAGES),
+        ),
+        LegalComponent(  # the authority relies on its states: they are identified as well
+            "anomaly",
+            "metrocloud-anomaly",
+            "1.0.0",
+            (
+                "metrocloud.cloud.anomaly",
+                *_RUNTIME,
+                "metrocloud.core.settings",
+                "metrocloud.detection.features",
+                "metrocloud.detection.rules",
+                "metrocloud.detection.baseline",
+                "metrocloud.detection.detector",
+                "metrocloud.detection.hysteresis",
+                "metrocloud.detection.progress",
+            ),
         ),
         LegalComponent(
             "download",
