@@ -24,7 +24,7 @@ from postgres_fixture import backend, locations, postgres
 
 __all__ = ["backend", "browser", "hsm_store", "hsm_token", "locations", "postgres", "softhsm"]
 
-FIRST = ("anomaly", "scenarios", "tariffs", "fhe")
+FIRST = ("anomaly", "scenarios", "tariffs", "fhe", "testbed")
 """Test folders whose files take longest (clouds, FHE), run first: with the files shared
 out in order, the workers then finish close together."""
 

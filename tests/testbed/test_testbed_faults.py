@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import ssl
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -17,18 +17,8 @@ from metrocloud.cloud.cluster import Cluster
 from metrocloud.testbed.controller import TestbedClient
 from metrocloud.testbed.faulty import ENTRY as FAULTY
 from metrocloud.testbed.faulty import fault_file_name
+from metrocloud.testbed.observe import wait_for
 from metrocloud.testbed.testbed import Testbed
-
-
-def until(what: str, probe: Callable[[], Any], timeout_s: float) -> Any:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        found = probe()
-        if found:
-            return found
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"{what} not within {timeout_s} s")
-        time.sleep(0.2)
 
 
 @pytest.fixture(scope="module")
@@ -56,7 +46,7 @@ def test_the_services_take_faults_and_detection_learns_its_baseline(
     assert testbed.cluster is not None
     entries = testbed.cluster.entries
     assert entries["legal"] == FAULTY and "anomaly" not in entries
-    state = until("a baseline", lambda: client.anomaly()["events"] and client.anomaly(), 60)
+    state = wait_for(lambda: client.anomaly()["events"] and client.anomaly(), 60)
     assert state["components"]["anomaly"]["rule"] == "baseline-learned"
     assert state["state"] == "green"
 
@@ -66,23 +56,25 @@ def test_a_crash_turns_red_on_the_monitor_and_green_once_restarted(
 ) -> None:
     client, testbed = controller
     assert testbed.cluster is not None
-    until("a baseline", lambda: client.anomaly()["events"], 60)
+    wait_for(lambda: client.anomaly()["events"], 60)
     assert client.inject_fault("crash", "display") == {
         "fault": "crash",
         "service": "display",
         "seconds": 60.0,
     }
-    red = until("red", lambda: client.anomaly()["state"] == "red" and client.anomaly(), 30)
+    red = wait_for(lambda: client.anomaly()["state"] == "red" and client.anomaly(), 30)
     assert red["components"]["display"]["rule"] == "down"
     assert "display red by rule down" in red["detail"]
-    shown = until(
-        "the monitor showing red",
-        lambda: (s := monitor_status(testbed.cluster))["anomaly"]["state"] == "red" and s,
-        30,
-    )
+    cluster = testbed.cluster
+
+    def monitor_red() -> dict[str, Any] | None:
+        status = monitor_status(cluster)
+        return status if status["anomaly"]["state"] == "red" else None
+
+    shown: Any = wait_for(monitor_red, 30)
     assert "display" in shown["anomaly"]["detail"]
     client.http.post("/v1/services/display/start").raise_for_status()
-    until("green again", lambda: client.anomaly()["state"] == "green", 60)
+    wait_for(lambda: client.anomaly()["state"] == "green", 60)
 
 
 def test_an_in_process_fault_is_ordered_through_the_fault_file_and_cleared(
