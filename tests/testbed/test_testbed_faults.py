@@ -25,7 +25,7 @@ from metrocloud.testbed.testbed import Testbed
 def controller(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[TestbedClient, Testbed]]:
     client, testbed = TestbedClient.in_process(tmp_path_factory.mktemp("faults"))
     try:
-        client.start(faults=True, anomaly_training_s=5, anomaly_interval_s=1)
+        client.start(faults=True, anomaly_training_s=4, anomaly_interval_s=0.5)
         yield client, testbed
     finally:
         client.stop()
