@@ -20,12 +20,15 @@ from metrocloud.bus.server import EmbeddedNatsServer
 from metrocloud.bus.streams import fetch, pull
 
 STREAM_NAMES = ("INGRESS", "LEGAL", "LOGBOOK", "EGRESS")
+JS_TIMEOUT_S = 20.0
+"""JetStream requests may wait for a replicated stream's leader on a loaded machine; what is
+under test is who may publish, not how fast."""
 
 
 async def check_zone_flow(target: BusTarget) -> None:
     """One message through every zone, each hop with only its role's permissions."""
     async with target.open() as bus:
-        admin_js = bus.clients[0].jetstream()
+        admin_js = bus.clients[0].jetstream(timeout=JS_TIMEOUT_S)
         ingress_seq = (await admin_js.stream_info("INGRESS")).state.last_seq
         gateway = await bus.connect("gateway")
         receiver = await bus.connect("receiver")
@@ -36,13 +39,15 @@ async def check_zone_flow(target: BusTarget) -> None:
         display = await bus.connect("display")
 
         # field -> ingress
-        ack = await gateway.jetstream().publish("ingress.upload.gw1", b"transmission")
+        gjs = gateway.jetstream(timeout=JS_TIMEOUT_S)
+        ack = await gjs.publish("ingress.upload.gw1", b"transmission")
         assert (ack.stream, ack.seq) == ("INGRESS", ingress_seq + 1)
-        ack = await receiver.jetstream().publish("ingress.keys.c1", b"key registration")
+        rjs = receiver.jetstream(timeout=JS_TIMEOUT_S)
+        ack = await rjs.publish("ingress.keys.c1", b"key registration")
         assert ack.stream == "INGRESS"
 
         # ingress: communication pulls both, acks, forwards into the legal zone
-        cjs = communication.jetstream()
+        cjs = communication.jetstream(timeout=JS_TIMEOUT_S)
         sub = await pull(cjs, "communication")
         msgs = await fetch(sub, batch=2, timeout_s=2.0)
         assert sorted(m.subject for m in msgs) == ["ingress.keys.c1", "ingress.upload.gw1"]
@@ -55,7 +60,7 @@ async def check_zone_flow(target: BusTarget) -> None:
         assert (await admin_js.stream_info("INGRESS")).state.messages == 0
 
         # legal zone: the legal service
-        ljs = legal.jetstream()
+        ljs = legal.jetstream(timeout=JS_TIMEOUT_S)
         [m] = await fetch(await pull(ljs, "legal"), timeout_s=2.0)
         assert (m.subject, m.data) == ("legal.in.reading.m1", b"reading")
         await m.ack_sync()
@@ -63,7 +68,7 @@ async def check_zone_flow(target: BusTarget) -> None:
         assert (await ljs.publish("legal.log.legal", b"log")).stream == "LOGBOOK"
 
         # legal zone: storage reads readings, keys and results, publishes to egress
-        sjs = storage.jetstream()
+        sjs = storage.jetstream(timeout=JS_TIMEOUT_S)
         for durable, subject in [
             ("storage-readings", "legal.in.reading.m1"),
             ("storage-keys", "legal.keys.c1"),
@@ -76,7 +81,7 @@ async def check_zone_flow(target: BusTarget) -> None:
         assert (await sjs.publish("legal.log.storage", b"log")).stream == "LOGBOOK"
 
         # egress: display reads the results directly and logs
-        djs = display.jetstream()
+        djs = display.jetstream(timeout=JS_TIMEOUT_S)
         got = await djs.get_last_msg("EGRESS", "egress.results.m1.p1", direct=True)
         assert got.data == b"results"
         assert (await djs.publish("legal.log.display", b"log")).stream == "LOGBOOK"
@@ -92,7 +97,7 @@ async def check_zone_flow(target: BusTarget) -> None:
         assert reply.data == b"answer to m1.p1"
 
         # logbook pulls every service's log entries
-        lsub = await pull(logbook.jetstream(), "logbook")
+        lsub = await pull(logbook.jetstream(timeout=JS_TIMEOUT_S), "logbook")
         entries = await fetch(lsub, batch=10, timeout_s=2.0)
         assert sorted(m.subject for m in entries) == [
             "legal.log.communication",

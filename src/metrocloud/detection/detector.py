@@ -151,6 +151,7 @@ class Detector:
         self._baseline: Baseline | None = None
         self._joint: JointModel | None = None
         self._training: list[dict[str, float]] = []
+        self._training_raw: list[dict[str, float]] = []
         self._training_start: float | None = None
         self._windows: dict[str, deque[float]] = {}
 
@@ -164,7 +165,7 @@ class Detector:
         causes = self._down(obs.down) + self._stalled(obs.stalled) + self._memory(features)
         training = self.training
         if training:
-            self._learn(obs.time, features)
+            self._learn(obs.time, smoothed, features)
         else:
             causes += self._z_scores(smoothed) + self._joint_outlier(smoothed)
         causes = _ranked(causes)
@@ -202,17 +203,22 @@ class Detector:
             smoothed[feature] = sum(window) / len(window)
         return smoothed
 
-    def _learn(self, now: float, features: dict[str, float]) -> None:
+    def _learn(self, now: float, smoothed: dict[str, float], features: dict[str, float]) -> None:
+        """Keep one training sample. The per-feature baseline learns the smoothed values,
+        which are what the rules check later: a short burst in training does not raise the
+        bar for a sustained rise. The joint model learns the raw samples, whose wider spread
+        keeps it to combinations far from anything seen."""
         if not features:
             return
         if self._training_start is None:
             self._training_start = now
-        self._training.append(features)
+        self._training.append(smoothed)
+        self._training_raw.append(features)
         enough_time = now - self._training_start >= self.config.training_s
         if enough_time and len(self._training) >= self.config.min_training_samples:
             self._baseline = Baseline.fit(self._training, self.config)
-            self._joint = JointModel.fit(self._baseline, self._training, self.config)
-            self._training = []
+            self._joint = JointModel.fit(self._baseline, self._training_raw, self.config)
+            self._training, self._training_raw = [], []
 
     def _down(self, down: frozenset[str]) -> list[Cause]:
         for component in list(self._down_rounds):
