@@ -485,6 +485,20 @@ def _count(n: int | None) -> str:
     return "never" if n is None else f"{n:,}"
 
 
+def _grid(
+    meters: int,
+    fractions: Sequence[float],
+    test_meters: Sequence[int],
+    active: float,
+    cell: Callable[[Scenario], str],
+) -> Table:
+    """A row per k, a column per f, each cell ``cell`` of that scenario."""
+    rows = tuple(
+        (f"{k:,}", *(cell(Scenario(meters, k, f, active)) for f in fractions)) for k in test_meters
+    )
+    return Table(("test meters k", *(f"f = {format_fraction(f)}" for f in fractions)), rows)
+
+
 def catch_table(
     meters: int,
     fractions: Sequence[float],
@@ -495,19 +509,13 @@ def catch_table(
     active: float = 1.0,
 ) -> Table:
     """P(caught within ``rounds`` rounds): a row per k, a column per f."""
-    rows = tuple(
-        (
-            f"{k:,}",
-            *(
-                format_probability(
-                    Scenario(meters, k, f, active).p_within(rounds, fixed_targets=fixed_targets)
-                )
-                for f in fractions
-            ),
-        )
-        for k in test_meters
+    return _grid(
+        meters,
+        fractions,
+        test_meters,
+        active,
+        lambda s: format_probability(s.p_within(rounds, fixed_targets=fixed_targets)),
     )
-    return Table(("test meters k", *(f"f = {format_fraction(f)}" for f in fractions)), rows)
 
 
 def rounds_table(
@@ -520,21 +528,13 @@ def rounds_table(
     active: float = 1.0,
 ) -> Table:
     """The rounds needed to reach ``confidence``: a row per k, a column per f."""
-    rows = tuple(
-        (
-            f"{k:,}",
-            *(
-                _count(
-                    Scenario(meters, k, f, active).rounds_needed(
-                        confidence, fixed_targets=fixed_targets
-                    )
-                )
-                for f in fractions
-            ),
-        )
-        for k in test_meters
+    return _grid(
+        meters,
+        fractions,
+        test_meters,
+        active,
+        lambda s: _count(s.rounds_needed(confidence, fixed_targets=fixed_targets)),
     )
-    return Table(("test meters k", *(f"f = {format_fraction(f)}" for f in fractions)), rows)
 
 
 def meters_needed_table(
