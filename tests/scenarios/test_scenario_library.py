@@ -99,7 +99,34 @@ def test_actions_that_do_not_fit_are_refused_with_a_reason(
         "/v1/attacks/publish", json={"role": "thirdparty", "subject": "x", "payload": "zz"}
     )
     assert response.status_code == 422  # payload not hex
+    code, error = refused(client.check)
+    assert (code, error) == (
+        409,
+        "started without test meters: start with test_meters of at least 1",
+    )
+    code, error = refused(lambda: client.start(meters=1, channel="realistic", test_meters=1))
+    assert code == 422 and "test meters need an ideal radio channel" in error
     assert client.state()["running"]  # nothing of that disturbed the ecosystem
+
+
+def test_the_authority_checks_radio_test_meters_of_an_honest_cloud(
+    controller: tuple[TestbedClient, Testbed],
+) -> None:
+    client, _ = controller
+    state = client.start(meters=1, test_meters=2, media=["gas"], days=1)
+    assert len(state["meters"]) == 1 and state["test_meters"] == 2
+    code, error = refused(client.check)
+    assert (code, error) == (409, "bill first: no test meter result fetched yet")
+    client.measure()
+    (bill,) = client.bill()  # the customer's; the test meters' results go to the authority
+    assert bill["ok"] and bill["meter"] == state["meters"][0]
+    check = client.check()
+    assert check["passed"], check["checks"]
+    assert [(v["program"], v["checks"], v["failures"]) for v in check["verdicts"]] == [
+        ("taf1", 2, 0)
+    ]
+    for found in check["checks"]:
+        assert found["meter"] not in state["meters"] and found["found"] == found["expected"]
 
 
 def test_testbed_run_writes_the_report(tmp_path: Path) -> None:

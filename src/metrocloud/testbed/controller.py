@@ -76,6 +76,7 @@ class StartRequest(BaseModel):
     faults: bool = False
     anomaly_training_s: float | None = Field(None, gt=0, le=3600)
     anomaly_interval_s: float | None = Field(None, gt=0, le=60)
+    test_meters: int = Field(0, ge=0, le=100)
 
 
 class MeasureRequest(BaseModel):
@@ -208,6 +209,11 @@ def create_controller_app(testbed: Testbed) -> FastAPI:
     @app.post("/v1/bill")
     async def bill(timeout_s: float = 120.0) -> list[dict[str, Any]]:
         found: list[dict[str, Any]] = await call(testbed.bill, timeout_s)
+        return found
+
+    @app.post("/v1/checks")
+    async def check() -> dict[str, Any]:
+        found: dict[str, Any] = await call(testbed.check)
         return found
 
     @app.post("/v1/certificates/{name}/revoke")
@@ -473,4 +479,9 @@ class TestbedClient:
 
     def anomaly(self) -> dict[str, Any]:
         found: dict[str, Any] = self._call("GET", "/v1/anomaly")
+        return found
+
+    def check(self) -> dict[str, Any]:
+        """The authority's functionality check of the period billed last."""
+        found: dict[str, Any] = self._call("POST", "/v1/checks")
         return found

@@ -11,7 +11,7 @@ import asyncio
 import hashlib
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from typing import Any
 
@@ -20,6 +20,15 @@ from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js import JetStreamContext
 from nats.js.errors import NoStreamResponseError
 
+from metrocloud.authority.checks import (
+    CheckPlan,
+    CheckRound,
+    TestCustomers,
+    TestMeter,
+    household_or_business,
+    log_round,
+    place_test_meters,
+)
 from metrocloud.bus.connect import connect
 from metrocloud.cloud.cluster import Cluster
 from metrocloud.core.clock import BillingPeriod
@@ -31,7 +40,7 @@ from metrocloud.field.network import FieldNetwork, NetworkStats
 from metrocloud.field.sensors import Medium, Security, Sensor, SensorConfig
 from metrocloud.field.smgw import MeterRecord as GatewayMeter
 from metrocloud.field.smgw import SmartMeterGateway
-from metrocloud.pki import Role
+from metrocloud.pki import Role, TrustStore
 from metrocloud.receiver.customer import Receiver
 from metrocloud.receiver.verify import Verdict
 from metrocloud.store import MeterRecord
@@ -82,10 +91,22 @@ class PipelineConfig:
     channel: ChannelConfig | None = None
     #: with ``radio``: what the meters measure, taken in turn (meter 1 the first medium...)
     media: tuple[Medium, ...] = (Medium.ELECTRICITY,)
+    #: the authority's test meters among the gateway's meters (at secret positions), on
+    #: the same tariff, whose results it checks against secret test vectors
+    test_meters: int = 0
+    #: the chance that the authority checks a given period (drawn from its secret)
+    check_probability: float = 1.0
 
     def __post_init__(self) -> None:
         if self.meters < 1:
             raise ValueError("--meters must be at least 1")
+        if self.test_meters < 0:
+            raise ValueError("--test-meters must not be negative")
+        if self.test_meters and self.channel not in (None, ChannelConfig()):
+            raise ValueError(
+                "test meters need an ideal radio channel: a telegram lost on the air moves "
+                "energy to the error register, which no test vector can foresee"
+            )
         if not 1 <= self.days <= 31:
             raise ValueError("--days must be between 1 and 31 (one billing month at most)")
         if not self.media:
@@ -174,10 +195,21 @@ class Pipeline:
     media_of: dict[str, Medium] = field(default_factory=dict)
     network: FieldNetwork | None = None
     """With ``config.radio``: the meters, the radio channel and the smart meter gateway."""
+    authority: TestCustomers | None = None
+    """With ``config.test_meters``: the authority's test customers, their keys and results."""
+    trust: TrustStore | None = None
+    """The trust store receivers check results with (set by :meth:`provision`)."""
 
     @property
     def meter_ids(self) -> list[str]:
+        """Every meter behind the gateway, test meters included, in the order they send."""
         return list(self.owner)
+
+    @property
+    def customer_meter_ids(self) -> list[str]:
+        """The meters of ordinary customers (whose outcomes :meth:`collect` returns)."""
+        test = set(self.authority.plan.meter_ids) if self.authority else set()
+        return [m for m in self.owner if m not in test]
 
     def provision(self) -> None:
         """What the operator and the PKI do before the first reading: records and certificates."""
@@ -198,14 +230,25 @@ class Pipeline:
             self.gateway_id, folder=self.cluster.data.root / "gateways" / self.gateway_id
         )
         sensors: list[Sensor] = []
+        total = cfg.meters + cfg.test_meters
+        positions = place_test_meters(total, cfg.test_meters)
+        plan = CheckPlan.generate(
+            [TestMeter.like(self.model(n), f"c-{n:04d}") for n in positions],
+            check_probability=cfg.check_probability,
+        )
+        authority = self.authority = TestCustomers(plan) if positions else None
+        self.trust = ids.trust
         try:
             store.register_gateway(self.gateway_id)
-            for n in range(1, cfg.meters + 1):
+            for n in range(1, total + 1):
                 meter_id, customer_id = f"m-{n:04d}", f"c-{n:04d}"
                 program = programs[cfg.medium(n)] if cfg.radio else self.program
                 sensor = None
+                own = authority is not None and n in positions  # one of the authority's
                 if cfg.radio:
                     sensor = self.sensor(n)
+                    if own:
+                        sensor = Sensor(replace(sensor.config, seed=plan.seed(sensor.meter_id)))
                     meter_id = sensor.meter_id
                     sensors.append(sensor)
                     smgw.configure_meter(
@@ -227,8 +270,13 @@ class Pipeline:
                 self.contracts[meter_id] = program
                 self.media_of[meter_id] = cfg.medium(n) if cfg.radio else Medium.ELECTRICITY
                 source: ReadingSource = (
-                    smgw.source(meter_id) if sensor is not None else Meter(self.meter_config(n))
+                    smgw.source(meter_id)
+                    if sensor is not None
+                    else Meter(plan.meter_config(meter_id) if own else self.meter_config(n))
                 )
+                if authority is not None and own:
+                    authority.keys[customer_id] = keys
+                    authority.contracts[meter_id] = program
                 encryptor = Encryptor(program.params, keys.context, keys.public_key)
                 gateway.attach(source, customer_id, encryptor, program)
         finally:
@@ -240,6 +288,10 @@ class Pipeline:
                 smgw, sensors, origin=origin, channel=cfg.channel, seed=cfg.seed
             )
 
+    def model(self, n: int) -> MeterConfig:
+        """The simulation of meter ``n``: read directly, or on the radio."""
+        return self.sensor(n).meter.config if self.config.radio else self.meter_config(n)
+
     def meter_config(self, n: int) -> MeterConfig:
         """Meter ``n``'s simulation (household, every fourth a business)."""
         cfg = self.config
@@ -247,7 +299,7 @@ class Pipeline:
             f"m-{n:04d}",
             seed=cfg.seed + n,
             error_probability=cfg.error_probability,
-            profile="commercial" if n % 4 == 0 else "household",
+            profile=household_or_business(n),
         )
 
     def sensor(self, n: int) -> Sensor:
@@ -318,16 +370,21 @@ class Pipeline:
     ) -> list[MeterOutcome]:
         """Pull every meter's result through the display, verify it, report the verdict.
 
+        The authority's test meters are fetched, checked and reported alike (a display is a
+        display); their results go to :attr:`authority` instead of the outcomes returned.
         ``TimeoutError`` if a result is still missing after ``timeout_s``; with
         ``missing_ok`` the outcomes of the meters that have one are returned instead."""
         nc = await self.connect("receiver")
         period = period or self.config.period
-        outcomes: dict[str, MeterOutcome] = {}
+        done: dict[str, tuple[bytes, Verdict]] = {}
         deadline = time.monotonic() + timeout_s
         try:
-            while len(outcomes) < len(self.owner):
+            while len(done) < len(self.owner):
+                # The same steps for every meter, test meters included: what the cloud sees
+                # of the loop (fetch, report, the pause before the next fetch) must not
+                # differ. Anything done for one kind only waits until after the loop.
                 for meter_id, customer_id in self.owner.items():
-                    if meter_id in outcomes:
+                    if meter_id in done:
                         continue
                     receiver = self.receivers[customer_id]
                     result = await receiver.fetch(nc, meter_id, period)
@@ -336,18 +393,51 @@ class Pipeline:
                     contract = self.contracts[meter_id]
                     verdict = receiver.check(result, meter_id, period, contract)
                     await receiver.send_report(nc, verdict)
-                    outcomes[meter_id] = MeterOutcome(
-                        meter_id, customer_id, self.reference(meter_id, period), verdict
-                    )
+                    done[meter_id] = (result, verdict)
                     if progress:
                         progress(1)
-                if len(outcomes) < len(self.owner):
+                if len(done) < len(self.owner):
                     if time.monotonic() > deadline:
                         if missing_ok:
                             break
-                        missing = sorted(set(self.owner) - set(outcomes))
+                        missing = sorted(set(self.owner) - set(done))
                         raise TimeoutError(f"no result for {', '.join(missing)}")
                     await asyncio.sleep(0.2)
         finally:
             await nc.drain()
-        return [outcomes[m] for m in self.owner if m in outcomes]
+        test = set(self.authority.plan.meter_ids) if self.authority else set()
+        outcomes = []
+        for meter_id, customer_id in self.owner.items():
+            if meter_id not in done:
+                continue
+            result, verdict = done[meter_id]
+            if self.authority is not None and meter_id in test:
+                self.authority.keep(meter_id, period, result)
+            else:
+                reference = self.reference(meter_id, period)
+                outcomes.append(MeterOutcome(meter_id, customer_id, reference, verdict))
+        return outcomes
+
+    def check(
+        self,
+        period: BillingPeriod | None = None,
+        *,
+        round_id: str | None = None,
+        progress: Callable[[int], None] | None = None,
+    ) -> CheckRound | None:
+        """The authority's round for ``period``: its test meters' results (fetched by
+        :meth:`collect`) against its test vectors. None if it does not check this period
+        (or has no test meters)."""
+        period = period or self.config.period
+        if self.authority is None or not self.authority.plan.checks_period(period):
+            return None
+        assert self.trust is not None
+        return self.authority.check(period, self.trust, round_id=round_id, progress=progress)
+
+    async def log_check(self, check_round: CheckRound) -> None:
+        """Hand a round's verdicts to the logbook, as the authority (its monitor user)."""
+        nc = await self.connect("monitor")
+        try:
+            await log_round(nc, check_round)
+        finally:
+            await nc.drain()

@@ -412,14 +412,15 @@ def tampered_ciphertext(client: TestbedClient, probe: Probe) -> None:
     "consistent-manipulation",
     "Consistent manipulation of all results",
     action="Legal runs manipulated: every reading of the time-of-use tariff (TAF 2) is "
-    "billed in the register of two hours later, for r and r' alike.",
+    "billed in the register of two hours later, for r and r' alike. The authority has a "
+    "test meter among the customers' meters and runs a round of functionality checks.",
     expected="The duplicate check cannot see a manipulation applied to both copies: every "
-    "result verifies, yet no bill equals the plaintext reference.",
-    gap="No component of the cloud detects this yet; the authority's confidential "
-    "functionality checks with secret test vectors (issue 10) are what will.",
+    "result verifies, yet no bill equals the plaintext reference. The authority's test "
+    "meter's result differs from its secret test vector: the round fails and is logged as "
+    "a failed functionality check of TAF 2.",
 )
 def consistent_manipulation(client: TestbedClient, probe: Probe) -> None:
-    client.start(meters=2, days=1, tariff="taf2")
+    client.start(meters=2, days=1, tariff="taf2", test_meters=1)
     client.measure()
     client.manipulate("legal", "shift-schedule:8")
     outcomes = client.bill()
@@ -430,6 +431,19 @@ def consistent_manipulation(client: TestbedClient, probe: Probe) -> None:
         [(o["registers"] or {}).get("tariff_wh") for o in outcomes],
         bool(outcomes) and not any(o["bill_matches"] for o in outcomes),
     )  # fmt: skip
+    check = client.check()
+    probe.holds("the functionality check fails", "taf2: 1 check, 1 failed",
+                check["verdicts"], not check["passed"]
+                and [(v["program"], v["checks"], v["failures"]) for v in check["verdicts"]]
+                == [("taf2", 1, 1)])  # fmt: skip
+    reasons = [c["reason"] for c in check["checks"]]
+    probe.holds("the test meter's bill differs from its test vector", "result differs",
+                reasons, all("differs from the test vector" in r for r in reasons))  # fmt: skip
+
+    def logged() -> list[str]:
+        return [e["detail"]["verdict"] for e in client.logbook("functionality-check")]
+
+    probe.equal("the round in the logbook", ["fail"], until(logged))
 
 
 @scenario(

@@ -61,7 +61,7 @@ from metrocloud.testbed.attacks import (
 )
 from metrocloud.testbed.disturb import Disturbances, fault_taking
 from metrocloud.testbed.insider import ENTRY as INSIDER
-from metrocloud.testbed.insider import FAULT
+from metrocloud.testbed.insider import FAULT, FAULT_SYNTAX
 from metrocloud.testbed.observe import flags, logbook_entries
 from metrocloud.testbed.pipeline import MeterOutcome, Pipeline, PipelineConfig
 
@@ -93,6 +93,8 @@ class TestbedConfig:
     """Anomaly detection's training window (its default when None)."""
     anomaly_interval_s: float | None = None
     """Anomaly detection's sampling interval (its default when None)."""
+    test_meters: int = 0
+    """The authority's test meters among the meters (radio sensors like the others)."""
 
     def anomaly_options(self) -> dict[str, str]:
         given = {"training_s": self.anomaly_training_s, "interval_s": self.anomaly_interval_s}
@@ -109,6 +111,7 @@ class TestbedConfig:
             channel=channel,
             error_probability=0.0,
             media=tuple(Medium(m) for m in self.media),
+            test_meters=self.test_meters,
         )
 
 
@@ -232,7 +235,8 @@ class Testbed:
             "running": True,
             "data": str(self.cluster.data.root),
             "config": asdict(self.config),
-            "meters": self.pipeline.meter_ids,
+            "meters": self.pipeline.customer_meter_ids,
+            "test_meters": len(self.pipeline.meter_ids) - len(self.pipeline.customer_meter_ids),
             "period": {"start": period.start, "end": period.end, "id": period.period_id},
             "next_index": self.next_index,
             "services": {
@@ -339,8 +343,40 @@ class Testbed:
                     "reason": "no-result", "bill_matches": False, "ok": False,
                     "registers": None, "reference": register_dict(pipeline.reference(meter)),
                     "error_intervals": self.error_intervals(meter)}
-                for meter in pipeline.meter_ids
+                for meter in pipeline.customer_meter_ids
             ]  # fmt: skip
+
+    def check(self) -> dict[str, Any]:
+        """The authority's round of functionality checks on the period billed last: its
+        test meters' results against its secret test vectors, logged per program version.
+        The answer is the authority's own view (test meters named)."""
+        with self._lock:
+            _, pipeline, _ = self._running()
+            if pipeline.authority is None:
+                raise TestbedError(
+                    "started without test meters: start with test_meters of at least 1"
+                )
+            period = pipeline.config.period
+            if not any(p == period.period_id for _, p in pipeline.authority.fetched):
+                raise TestbedError("bill first: no test meter result fetched yet")
+            check_round = pipeline.check(period)
+            assert check_round is not None  # every period is checked here
+            asyncio.run(pipeline.log_check(check_round))
+            return {
+                "round_id": check_round.round_id,
+                "passed": check_round.passed,
+                "verdicts": [
+                    {"program": v.program, "version": v.program_version, "checks": v.checks,
+                     "failures": v.failures, "passed": v.passed}
+                    for v in check_round.verdicts
+                ],
+                "checks": [
+                    {"meter": o.meter_id, "passed": o.passed, "reason": o.reason,
+                     "expected": register_dict(o.expected),
+                     "found": None if o.found is None else register_dict(o.found)}
+                    for o in check_round.outcomes
+                ],
+            }  # fmt: skip
 
     def error_intervals(self, meter_id: str) -> int:
         _, pipeline, _ = self._running()
@@ -386,10 +422,7 @@ class Testbed:
         """Restart ``service`` with ``fault`` (an insider's manipulated code, see
         :mod:`metrocloud.testbed.insider`); an empty ``fault`` restarts it honest."""
         if fault and (service != "legal" or not FAULT.fullmatch(fault)):
-            raise ValueError(
-                f"no fault {fault!r} for {service}: legal takes flip-r:<meter> or "
-                "shift-schedule:<quarter hours>"
-            )
+            raise ValueError(f"no fault {fault!r} for {service}: legal takes {FAULT_SYNTAX}")
         with self._lock:
             cluster, _, _ = self._running()
             if service not in cluster.processes:

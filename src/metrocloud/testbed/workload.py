@@ -63,7 +63,7 @@ class SteadyWorkload:
         )
         ok = sum(o.ok for o in outcomes)
         self.stats.verified += ok
-        self.stats.failed += len(self.pipeline.meter_ids) - ok
+        self.stats.failed += len(self.pipeline.customer_meter_ids) - ok
         self.stats.seconds_per_period.append(time.monotonic() - started)
 
     async def run(self, first: list[bytes] | None = None) -> None:
