@@ -213,7 +213,10 @@ def component(name: str) -> LegalComponent:
     """Legally relevant component ``name`` as this process runs it: a service's version is
     that of its activated release, if one is (a tariff program states its own in its code).
     ``KeyError`` if there is no such component."""
-    found = all_components()[name]
+    # A service's own component is found without importing the tariff programs (and the
+    # FHE library with them): only legal bills.
+    known = {**LEGAL_COMPONENTS, **AUTHORITY_COMPONENTS}
+    found = known[name] if name in known else tariff_components()[name]
     version = active_version(name)
     if version is not None and name in LEGAL_COMPONENTS:
         found = dataclasses.replace(found, version=version)
