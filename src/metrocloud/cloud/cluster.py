@@ -14,7 +14,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -85,8 +85,6 @@ class Cluster:
         self.threads = dict(THREADS)
         """OpenMP threads per service (the FHE library's)."""
         self.bus_url = ""
-        self.overlapped_start = True
-        """Start every process at once, each waiting for those it needs (``--after``)."""
         self.entries: dict[str, str] = {}
         """Process -> the module it runs instead of the certified boot (the testbed's
         manipulated legal, :mod:`metrocloud.testbed.insider`)."""
@@ -122,21 +120,10 @@ class Cluster:
             first = tuple(n for n in self.services if n == "pki")
             watching = tuple(n for n in self.services if n == ANOMALY)
             rest = tuple(n for n in self.services if n not in (*first, *watching))
-            groups = (first, self.witnesses, rest, watching, self.monitor)
-            if self.overlapped_start:
-                # Every process at once, each told which to wait for: they load their code
-                # side by side and start in the order above.
-                before: tuple[str, ...] = ()
-                for group in groups:
-                    for name in group:
-                        self.spawn(name, after=before)
-                    before += group
-                self.wait_ready(before, timeout_s)
-            else:
-                for group in groups:
-                    for name in group:
-                        self.spawn(name)
-                    self.wait_ready(group, timeout_s)
+            for group in (first, self.witnesses, rest, watching, self.monitor):
+                for name in group:
+                    self.spawn(name)
+                self.wait_ready(group, timeout_s)
         except BaseException:  # a start that fails leaves nothing running behind
             self.stop()
             raise
@@ -200,10 +187,9 @@ class Cluster:
         finally:
             await nc.close()
 
-    def command(self, name: str, after: Sequence[str] = ()) -> list[str]:
+    def command(self, name: str) -> list[str]:
         """How process ``name`` is started: ``python -m`` its entry point (the certified
-        :mod:`metrocloud.cloud.boot` unless :attr:`entries` names another), waiting for the
-        processes ``after`` to be ready before it starts its service."""
+        :mod:`metrocloud.cloud.boot` unless :attr:`entries` names another)."""
         service = self.service_of(name)
         cmd = [
             sys.executable,
@@ -215,13 +201,11 @@ class Cluster:
         ]
         for key, value in self.options.get(name, {}).items():
             cmd += ["--option", f"{key}={value}"]
-        if after:
-            cmd += ["--after", ",".join(after)]
         return cmd
 
-    def spawn(self, name: str, after: Sequence[str] = ()) -> None:
+    def spawn(self, name: str) -> None:
         (self.data.run / f"{name}.ready").unlink(missing_ok=True)
-        cmd = self.command(name, after)
+        cmd = self.command(name)
         env = dict(os.environ, OMP_NUM_THREADS=self.threads.get(self.service_of(name), "1"))
         log = (self.data.logs / f"{name}.log").open("ab")
         self.processes[name] = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)

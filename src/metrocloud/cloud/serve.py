@@ -11,7 +11,6 @@ import logging
 import os
 import re
 import signal
-import time
 from pathlib import Path
 
 from metrocloud.cloud.config import load_config
@@ -114,12 +113,6 @@ def main(argv: list[str] | None = None, subclass: str | None = None) -> Service:
     where.add_argument("--data", type=Path, help="the embedded cloud's data folder")
     where.add_argument("--config", type=Path, help="a process configuration (TOML)")
     parser.add_argument("--option", action="append", default=[], help="KEY=VALUE")
-    parser.add_argument(
-        "--after",
-        default="",
-        help="processes (comma-separated) whose ready markers to wait for before starting: "
-        "a supervisor that starts every process at once lets each load its code meanwhile",
-    )
     args = parser.parse_args(argv)
     options = dict(o.split("=", 1) for o in args.option)
     process = args.name
@@ -137,22 +130,7 @@ def main(argv: list[str] | None = None, subclass: str | None = None) -> Service:
     )
     logging.getLogger("httpx").setLevel(logging.WARNING)
     kind = service_class(args.name, subclass)
-    wait_for_ready(data, [name for name in args.after.split(",") if name])
     return asyncio.run(run_service(args.name, data, options, process, kind))
-
-
-AFTER_TIMEOUT_S = 120.0
-
-
-def wait_for_ready(data: DataDir, processes: list[str], timeout_s: float = AFTER_TIMEOUT_S) -> None:
-    """Return once every process in ``processes`` has marked itself ready in ``data``;
-    ``SystemExit`` after ``timeout_s`` (its supervisor sees the exit)."""
-    deadline = time.monotonic() + timeout_s
-    for name in processes:
-        while not (data.run / f"{name}.ready").exists():
-            if time.monotonic() > deadline:
-                raise SystemExit(f"{name} not ready after {timeout_s:.0f} s; not starting")
-            time.sleep(0.05)
 
 
 if __name__ == "__main__":

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
 
 from metrocloud.bus.cluster import NatsCluster
@@ -94,7 +94,6 @@ class DistributedCluster(Cluster):
             witnesses=witnesses, monitor=monitor,
         )  # fmt: skip
         self.instances = {w: "legal" for w in workers}
-        self.overlapped_start = False  # the operator's command takes no --after
         self.threads["legal"] = "1"  # one FHE thread per worker: the workers are the scale
         self.legal_workers = workers
         self.broker_nodes = broker_nodes
@@ -188,9 +187,8 @@ class DistributedCluster(Cluster):
             config["options"] = options
         return config
 
-    def command(self, name: str, after: Sequence[str] = ()) -> list[str]:
-        """``metrocloud serve SERVICE --config FILE``, the operator's command (started in
-        stages: ``after`` is not passed on)."""
+    def command(self, name: str) -> list[str]:
+        """``metrocloud serve SERVICE --config FILE``, the operator's command."""
         self.configs.mkdir(parents=True, exist_ok=True)
         path = self.configs / f"{name}.toml"
         path.write_text(render_toml(self.process_config(name)), encoding="utf-8")
