@@ -50,7 +50,7 @@ from metrocloud.cloud.cluster import Cluster
 from metrocloud.core.clock import BillingPeriod
 from metrocloud.testbed.pipeline import Pipeline, PipelineConfig
 
-METERS = 16
+METERS = 12
 """Ordinary customers' meters; as many test meters: chance is 50 %."""
 DAYS = 30
 """A billing month, as the testbed bills by default: what a customer's side does per result
