@@ -24,11 +24,9 @@ from postgres_fixture import backend, locations, postgres
 
 __all__ = ["backend", "browser", "hsm_store", "hsm_token", "locations", "postgres", "softhsm"]
 
-FIRST = ("test_anomaly_load.py", "scenarios", "anomaly", "tariffs", "fhe", "testbed")
-"""Test folders (or files) whose files take longest (clouds, FHE), run first: with the files
-shared out in order, the workers then finish close together. The two anomaly files are kept
-apart: the CPU hog and the memory leak of one would otherwise disturb the other's baseline
-and detections (and every FHE test beside them)."""
+FIRST = ("anomaly", "scenarios", "tariffs", "fhe", "testbed")
+"""Test folders whose files take longest (clouds, FHE), run first: with the files shared
+out in order, the workers then finish close together."""
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
