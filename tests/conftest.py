@@ -3,7 +3,8 @@ headless Chromium (Playwright), and PostgreSQL (one server per session, a databa
 
 The suite runs in two pytest-xdist workers (``make test``), a test file at a time per
 worker. Each worker's own FHE work then gets one OpenMP thread: two workers with two
-spinning threads each on two cores slow each other down many times over. Rich draws
+spinning threads each on two cores slow each other down many times over. Each worker takes
+the ports of the clouds it starts from its own range (``$METROCLOUD_PORT_RANGE``). Rich draws
 tables and wraps text at ``COLUMNS``; a fixed width keeps the CLI's output the same
 whether or not pytest runs in a terminal.
 """
@@ -14,6 +15,12 @@ import os
 
 if os.environ.get("PYTEST_XDIST_WORKER"):  # before anything loads OpenMP
     os.environ["OMP_NUM_THREADS"] = "1"
+    # Each worker picks the ports of its clouds from a range of its own: a port chosen by
+    # one worker and not yet bound by its service cannot be chosen by the other.
+    _workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    _n = int(os.environ["PYTEST_XDIST_WORKER"].removeprefix("gw"))
+    _size = (32_000 - 10_000) // max(_workers, 1)
+    os.environ["METROCLOUD_PORT_RANGE"] = f"{10_000 + _n * _size}-{10_000 + (_n + 1) * _size - 1}"
 os.environ["COLUMNS"] = "200"
 
 import pytest
@@ -24,7 +31,7 @@ from postgres_fixture import backend, locations, postgres
 
 __all__ = ["backend", "browser", "hsm_store", "hsm_token", "locations", "postgres", "softhsm"]
 
-FIRST = ("anomaly", "scenarios", "tariffs", "fhe", "testbed")
+FIRST = ("anomaly", "scenarios", "tariffs", "fhe", "testbed", "receiver")
 """Test folders whose files take longest (clouds, FHE), run first: with the files shared
 out in order, the workers then finish close together."""
 

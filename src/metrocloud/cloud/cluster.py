@@ -24,6 +24,7 @@ from metrocloud.bus.server import EmbeddedNatsServer, ServerTls, issue_server_tl
 from metrocloud.bus.streams import ensure_streams
 from metrocloud.bus.subjects import ANOMALY, SERVICE_ROLES
 from metrocloud.cloud.https import LOCAL_HOSTS
+from metrocloud.cloud.launcher import Process, start_process
 from metrocloud.cloud.runtime import CRL_REFRESH_S, DataDir
 from metrocloud.core.errors import ConfigurationError, MetrocloudError
 from metrocloud.core.ports import free_port as free_port  # re-exported under its old home
@@ -77,7 +78,7 @@ class Cluster:
         self.options = {k: dict(v) for k, v in (options or {}).items()}
         # Its TLS setup (certificates from the PKI) is given in start(), before it runs.
         self.server = EmbeddedNatsServer(root, max_payload=MAX_PAYLOAD)
-        self.processes: dict[str, subprocess.Popen[bytes]] = {}
+        self.processes: dict[str, Process] = {}
         self.crl_refresh_s = crl_refresh_s
         self.ports: dict[str, int] = {}
         self.instances: dict[str, str] = {}
@@ -207,9 +208,7 @@ class Cluster:
         (self.data.run / f"{name}.ready").unlink(missing_ok=True)
         cmd = self.command(name)
         env = dict(os.environ, OMP_NUM_THREADS=self.threads.get(self.service_of(name), "1"))
-        log = (self.data.logs / f"{name}.log").open("ab")
-        self.processes[name] = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
-        log.close()
+        self.processes[name] = start_process(cmd, env, self.data.logs / f"{name}.log")
 
     def wait_ready(self, names: tuple[str, ...], timeout_s: float = 60.0) -> None:
         deadline = time.monotonic() + timeout_s
