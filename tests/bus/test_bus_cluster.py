@@ -245,7 +245,8 @@ def test_replicas_of_an_existing_stream_are_scaled_up(tmp_path: Path) -> None:
             js = (await bus.connect("admin")).jetstream()
             await ensure_streams(js, legal, legal_consumers)
             assert (await js.stream_info("LEGAL")).config.num_replicas == 1
-            await js.publish("legal.keys.c1", b"key")
+            # a new stream's subjects reach the other nodes a moment later (No Responders)
+            await _publish_acked(js, "c1", subject="legal.keys.c1")
             await ensure_streams(js, legal, legal_consumers, replicas=3)
             info = await js.stream_info("LEGAL")
             assert (info.config.num_replicas, info.state.messages) == (3, 1)
@@ -267,13 +268,15 @@ N_BEFORE, N_DOWN, N_AFTER = 20, 20, 10
 TRANSIENT = (nats.errors.Error, APIError, asyncio.TimeoutError)
 
 
-async def _publish_acked(js: JetStreamContext, ident: str, timeout_s: float = 30.0) -> None:
+async def _publish_acked(
+    js: JetStreamContext, ident: str, timeout_s: float = 30.0, subject: str | None = None
+) -> None:
     """Publish until the stream acknowledges (once: the message id deduplicates retries)."""
     deadline = time.monotonic() + timeout_s
     while True:
         try:
             ack = await js.publish(
-                f"legal.in.reading.{ident}",
+                subject or f"legal.in.reading.{ident}",
                 ident.encode(),
                 timeout=1.0,
                 headers={"Nats-Msg-Id": ident},
