@@ -5,11 +5,16 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
+import httpx
 import pytest
+
+from metrocloud.core.ports import free_port
 
 SCRIPT = Path(sys.executable).with_name("metrocloud")
 
@@ -37,14 +42,39 @@ def test_help_lists_the_commands() -> None:
     assert {"up", "demo"} <= commands, out
 
 
-def test_demo_bills_one_meter_day_and_verifies(tmp_path: Path) -> None:
-    data = tmp_path / "data"
-    code, out = metrocloud("demo", "--meters", "1", "--days", "1", "--data", str(data))
-    assert code == 0, out
+def test_demo_bills_one_meter_day_verifies_and_shows_the_display(tmp_path: Path) -> None:
+    """The demo with customer c-0001's secure display: its page is served after the
+    month, the bill on it verified, until Ctrl-C stops display and cloud cleanly."""
+    data, port = tmp_path / "data", free_port()
+    env = dict(os.environ, COLUMNS="200", NO_COLOR="1", TERM="dumb")
+    env["METROCLOUD_DISPLAY_PASSPHRASE"] = "a passphrase"
+    args = ["demo", "--meters", "1", "--days", "1", "--data", str(data), "--display"]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "metrocloud.cli", *args, "--display-port", str(port)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=env,
+    )
+    try:
+        deadline, page = time.monotonic() + 120, None
+        while page is None and time.monotonic() < deadline and proc.poll() is None:
+            try:
+                page = httpx.get(f"http://127.0.0.1:{port}/", timeout=2).text
+            except httpx.TransportError:
+                time.sleep(0.5)
+        assert page is not None, "the display's page never answered"
+        assert 'data-meter="m-0001"' in page and 'data-status="verified"' in page
+    finally:
+        proc.send_signal(signal.SIGINT)
+        out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 0, out
     assert "every bill verified" in out, out
     assert "m-0001" in out and "yes" in out, out
+    assert "secure display at http://127.0.0.1:" in out and "match" in out, out
     assert "Traceback" not in out, out
     assert (data / "logbook.sqlite").is_file()  # --data keeps the data folder
+    assert (data / "customers" / "c-0001" / "keys" / "secret.sealed").is_file()
 
 
 def test_demo_refuses_a_used_data_folder(tmp_path: Path) -> None:

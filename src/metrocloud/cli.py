@@ -28,8 +28,18 @@ from metrocloud.field.sensors import Medium
 from metrocloud.logbook import commands as logbook_commands
 from metrocloud.logbook.commands import embedded_setup, run_audit
 from metrocloud.pki import commands as pki_commands
+from metrocloud.receiver import commands as display_commands
+from metrocloud.receiver.commands import (
+    DEFAULT_PORT,
+    PASSPHRASE_ENV,
+    read_passphrase,
+    statement_table,
+)
+from metrocloud.receiver.session import CustomerDisplay, serve
+from metrocloud.receiver.statement import Statement
 from metrocloud.tariffs import PROGRAMS
 from metrocloud.testbed import commands as testbed_commands
+from metrocloud.testbed.enrolment import OwnDisplays
 from metrocloud.testbed.pipeline import MeterOutcome, Pipeline, PipelineConfig
 
 app = typer.Typer(add_completion=False, help="A secure cloud for legally controlled meters.")
@@ -39,6 +49,7 @@ app.add_typer(authority_commands.app, name="authority")
 app.add_typer(update_commands.app, name="update")
 app.add_typer(testbed_commands.app, name="testbed")
 app.command("serve")(cloud_commands.serve)
+app.command("display")(display_commands.display)
 console = Console()
 
 
@@ -157,6 +168,9 @@ def parse_media(given: str) -> tuple[Medium, ...]:
     return tuple(Medium(n) for n in names)
 
 
+DEMO_CUSTOMER = "c-0001"
+
+
 @app.command()
 def demo(
     meters: Annotated[int, typer.Option(help="Simulated meters (one customer each).")] = 5,
@@ -180,6 +194,15 @@ def demo(
             "electricity, gas, water, heat)."
         ),
     ] = "electricity",
+    display: Annotated[
+        bool,
+        typer.Option(
+            help=f"Customer {DEMO_CUSTOMER} brings a secure display: it makes and registers "
+            "its own keys, and after the month its page is served until Ctrl-C (passphrase "
+            f"from ${PASSPHRASE_ENV}, else asked)."
+        ),
+    ] = False,
+    display_port: Annotated[int, typer.Option(help="Port of the display's page.")] = DEFAULT_PORT,
 ) -> None:
     """Start the cloud, bill one period of simulated meters end to end, verify, stop."""
     try:
@@ -197,13 +220,19 @@ def demo(
     except ValueError as exc:
         console.print(f"[red]error:[/] {exc}")
         raise typer.Exit(2) from None
+    passphrase = read_passphrase(None) if display else b""
     root = data or Path(tempfile.mkdtemp(prefix="metrocloud-demo-"))
     started = time.monotonic()
     cluster = Cluster(root)
     with console.status("starting broker and services …"):
         cluster.start()
     try:
-        outcomes, pipeline = asyncio.run(run_demo(cluster, config))
+        own = (
+            OwnDisplays(cluster, root / "customers", passphrase, [DEMO_CUSTOMER])
+            if (display)
+            else None
+        )
+        outcomes, pipeline = asyncio.run(run_demo(cluster, config, own))
         logbook_ok = False
         try:
             verdict = run_audit(embedded_setup(root))
@@ -212,19 +241,24 @@ def demo(
         else:
             logbook_ok = True
             logbook_verdict = f"[green]logbook verified over its API:[/] {verdict}"
+        console.print(outcome_table(outcomes, tariff, pipeline.media_of))
+        elapsed = time.monotonic() - started
+        per_meter_day = pipeline.bytes_sent / (meters * days)
+        console.print(
+            f"{meters} meters × {days} days in {elapsed:.1f} s; "
+            f"{pipeline.messages_sent} messages, {pipeline.bytes_sent / 1e6:,.1f} MB sent "
+            f"({per_meter_day / 1e3:,.0f} kB per meter-day, c and c' included)"
+        )
+        console.print(logbook_verdict)
+        if own is not None:
+            show_display(own.displays[DEMO_CUSTOMER], display_port, own.root)
+    except MetrocloudError as exc:  # the display's plain messages
+        console.print(f"[red]error:[/] {exc}")
+        raise typer.Exit(2) from None
     finally:
         cluster.stop()
         if data is None:
             shutil.rmtree(root, ignore_errors=True)
-    console.print(outcome_table(outcomes, tariff, pipeline.media_of))
-    elapsed = time.monotonic() - started
-    per_meter_day = pipeline.bytes_sent / (meters * days)
-    console.print(
-        f"{meters} meters × {days} days in {elapsed:.1f} s; "
-        f"{pipeline.messages_sent} messages, {pipeline.bytes_sent / 1e6:,.1f} MB sent "
-        f"({per_meter_day / 1e3:,.0f} kB per meter-day, c and c' included)"
-    )
-    console.print(logbook_verdict)
     bad = [o for o in outcomes if not o.ok]
     if bad or not logbook_ok:
         if bad:
@@ -236,10 +270,30 @@ def demo(
     )
 
 
-async def run_demo(cluster: Cluster, config: PipelineConfig) -> tuple[list[MeterOutcome], Pipeline]:
-    pipeline = Pipeline(cluster, config)
+def show_display(customer: CustomerDisplay, port: int, folders: Path) -> None:
+    """Serve a demo customer's secure display until Ctrl-C, the cloud still running."""
+
+    def ready(statements: list[Statement]) -> None:
+        console.print(statement_table(statements))
+        console.print(
+            f"[green]{customer.customer_id}'s secure display at http://127.0.0.1:{port}/[/] "
+            f"(key folder {folders / customer.customer_id}; Ctrl-C stops it and the cloud)"
+        )
+
+    try:
+        asyncio.run(serve(customer, port, on_ready=ready))
+    except KeyboardInterrupt:
+        console.print("display stopped")
+
+
+async def run_demo(
+    cluster: Cluster, config: PipelineConfig, own: OwnDisplays | None = None
+) -> tuple[list[MeterOutcome], Pipeline]:
+    pipeline = Pipeline(cluster, config, display_keys=own)
     with console.status("generating customer keys (each receiver its own) …"):
         pipeline.provision()
+        if own is not None:  # a customer's own display registers its keys itself
+            await own.register()
         await pipeline.register_keys()
     if config.radio:
         with console.status("meters → radio channel → smart meter gateway …"):

@@ -17,7 +17,10 @@ Subject map (``<m>`` meter id, ``<c>`` customer id, ``<p>`` billing period id,
     legal.results.<m>             legal -> storage           signed encrypted results r, r'
     legal.log.<s>                 every cloud service -> logbook
     egress.results.<m>.<p>        storage -> display         results ready for receivers
-    egress.display.fetch          receiver -> display        request/reply
+    egress.readings.<m>.<p>.<n>   storage -> display         the signed encrypted readings
+    egress.display.fetch          receiver -> display        request/reply: a result
+    egress.display.readings       receiver -> display        request/reply: a transmission
+    egress.display.periods        receiver -> display        request/reply: periods with results
     services.>                    third-party add-ons (never legal.>)
     software.identify.<c>         monitor, download -> each legally relevant component
     software.switch.<s>           download -> service: start again on the installed release
@@ -62,7 +65,12 @@ STREAMS: tuple[StreamSpec, ...] = (
     ),
     StreamSpec("LEGAL", ("legal.in.>", "legal.keys.>", "legal.results.>")),
     StreamSpec("LOGBOOK", ("legal.log.>",)),
-    StreamSpec("EGRESS", ("egress.results.>",), max_age_s=365 * 24 * 3600.0, allow_direct=True),
+    StreamSpec(
+        "EGRESS",
+        ("egress.results.>", "egress.readings.>"),
+        max_age_s=365 * 24 * 3600.0,
+        allow_direct=True,
+    ),
 )
 
 CONSUMERS: tuple[ConsumerSpec, ...] = (
@@ -73,6 +81,10 @@ CONSUMERS: tuple[ConsumerSpec, ...] = (
     ConsumerSpec("LEGAL", "storage-results", "legal.results.>"),
     ConsumerSpec("LOGBOOK", "logbook", "legal.log.>"),
 )
+
+
+DISPLAY_REQUESTS = ("egress.display.fetch", "egress.display.readings", "egress.display.periods")
+"""What a receiver may ask the display: a result, a transmission of readings, the periods."""
 
 
 def inbox_prefix(role: str) -> str:
@@ -98,6 +110,7 @@ FAMILIES: tuple[str, ...] = (
     "legal.keys",
     "legal.results",
     "egress.results",
+    "egress.readings",
     "services.export",
     "software.identify",
     "software.switch",
@@ -178,7 +191,7 @@ ROLES: dict[str, Role] = {
         Role(
             "receiver",
             "receiver",
-            publish=("ingress.keys.>", "ingress.report.>", "egress.display.fetch"),
+            publish=("ingress.keys.>", "ingress.report.>", *DISPLAY_REQUESTS),
         ),
         Role(
             "communication",
@@ -203,6 +216,7 @@ ROLES: dict[str, Role] = {
             "legal",
             publish=(
                 "egress.results.>",
+                "egress.readings.>",
                 "services.export.>",
                 "legal.log.storage",
                 *_consume("LEGAL", "storage-readings"),
@@ -219,10 +233,11 @@ ROLES: dict[str, Role] = {
             publish=(
                 "$JS.API.DIRECT.GET.EGRESS.>",
                 "$JS.API.DIRECT.GET.EGRESS",
+                "$JS.API.STREAM.INFO.EGRESS",  # which periods of a meter have results
                 "legal.log.display",
             ),
             subscribe=(
-                "egress.display.fetch",
+                *DISPLAY_REQUESTS,
                 identify_subject("display"),
                 switch_subject("display"),
             ),

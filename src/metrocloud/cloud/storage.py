@@ -1,7 +1,9 @@
 """Long-term storage of the signed encrypted readings, key registrations and results.
 
-Results are exported to the egress zone (``egress.results.<meter>.<period>``) once stored;
-third-party services get a notice without any reading in it.
+Results are exported to the egress zone (``egress.results.<meter>.<period>``) once stored,
+and so are the gateway's signed encrypted readings (``egress.readings.<meter>.<period>.<seq>``),
+from which a customer's display recomputes its bill; third-party services get a notice
+without any reading in it.
 
 Each message is stored, then its storage is logged. When the log fails (the logbook's
 stream is electing a leader, say) the message comes again and finds itself stored: the
@@ -37,6 +39,11 @@ class Storage(Service):
         tx = Transmission.decode(Envelope.decode(msg.data).body)
         new = self.store.insert_reading(tx.meter, tx.period_id, tx.seq, tx.first_index, msg.data)
         if new or delivered_before(msg):  # a redelivery: its event may not be logged yet
+            await self.publish(
+                f"egress.readings.{tx.meter}.{tx.period_id}.{tx.seq}",
+                msg.data,
+                f"egress-reading-{tx.meter}-{tx.first_index}",
+            )
             await self.log(
                 EventKind.STORAGE,
                 tx.meter,

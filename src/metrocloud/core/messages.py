@@ -193,6 +193,29 @@ class DisplayRequest(Message):
 
 
 @dataclass(frozen=True)
+class ReadingsRequest(Message):
+    """A receiver asks the display for transmission ``seq`` of a billing period: the
+    gateway's signed encrypted readings, to recompute the bill from."""
+
+    kind: ClassVar[str] = "readings-request"
+    customer: str
+    meter: str
+    period_id: str
+    seq: int
+    sent_at: str
+
+
+@dataclass(frozen=True)
+class PeriodsRequest(Message):
+    """A receiver asks the display which billing periods of a meter have a result."""
+
+    kind: ClassVar[str] = "periods-request"
+    customer: str
+    meter: str
+    sent_at: str
+
+
+@dataclass(frozen=True)
 class CertificateRequest(Message):
     """A requester asks the PKI to certify the key in ``csr`` (DER) for ``role``."""
 

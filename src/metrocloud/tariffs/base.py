@@ -63,6 +63,29 @@ def expected_integrity_sums(meter_id: str, indices: Sequence[int], modulus: int)
     )
 
 
+@dataclass(frozen=True)
+class TransmissionContent:
+    """What one decrypted transmission holds, as its tariff program laid it out.
+
+    ``intervals`` are the quarter hours of the transmission with their energies. A layout
+    that keeps the error energy per quarter hour (the comparison tariffs) marks those
+    intervals erroneous; one that keeps only the transmission's sum of it (the register
+    tariffs) shows them with no valid energy, and ``error_wh`` holds the sum either way.
+    """
+
+    intervals: tuple[Interval, ...]
+    error_wh: int
+    total_wh: int
+    index_sum: int
+    fingerprint_sum: int
+
+    @property
+    def consistent(self) -> bool:
+        """The transmission's total is its valid plus its error energy."""
+        valid = sum(iv.energy_wh for iv in self.intervals if not iv.error)
+        return valid + self.error_wh == self.total_wh
+
+
 class TariffConfigError(ValueError):
     """A tariff configuration that cannot be billed exactly or makes no sense."""
 
@@ -159,7 +182,43 @@ class TariffProgram(ABC):
     def reference(self, meter_id: str, intervals: Sequence[Interval]) -> RegisterSet:
         """The plaintext reference for the same period."""
 
+    @abstractmethod
+    def unpack(
+        self,
+        meter_id: str,
+        decrypted: Sequence[Sequence[int]],
+        first_index: int,
+        count: int,
+        period_start: int,
+    ) -> TransmissionContent:
+        """The quarter hours of a decrypted transmission (one slot list per ciphertext of
+        :meth:`encode`): the receiver's inverse of the gateway's layout."""
+
+    @abstractmethod
+    def register_prices(self) -> list[int]:
+        """The price of each tariff register in milli-cent per kWh, in register order."""
+
+    def register_names(self) -> list[str]:
+        """A name for each tariff register, for people to read."""
+        return [f"T{k + 1}" for k in range(self.tariff_registers)]
+
     # -- shared ----------------------------------------------------------------------------------
+    def recompute(self, meter_id: str, contents: Sequence[TransmissionContent]) -> RegisterSet:
+        """The registers of a billing period recomputed from its decrypted transmissions
+        with the plaintext reference: what the cloud's result must equal."""
+        intervals = [iv for content in contents for iv in content.intervals]
+        registers = self.reference(meter_id, intervals).tariff_registers_wh
+        error = sum(content.error_wh for content in contents)
+        t = self.params.plaintext_modulus
+        return RegisterSet(
+            tariff_registers_wh=registers,
+            error_register_wh=error,
+            total_register_wh=sum(registers) + error,
+            bill_microcent=self.bill(registers),
+            index_sum=sum(content.index_sum for content in contents) % t,
+            fingerprint_sum=sum(content.fingerprint_sum for content in contents) % t,
+        )
+
     def register_set(
         self, meter_id: str, intervals: Sequence[Interval], registers: Sequence[int]
     ) -> RegisterSet:

@@ -31,6 +31,7 @@ swap, plus the relinearization key.
 
 from __future__ import annotations
 
+import itertools
 from abc import abstractmethod
 from collections.abc import Sequence
 from typing import Any, ClassVar
@@ -44,6 +45,7 @@ from metrocloud.tariffs.base import (
     RegisterSet,
     TariffConfigError,
     TariffProgram,
+    TransmissionContent,
 )
 from metrocloud.tariffs.taf1 import MAX_INTERVALS_PER_PERIOD, positive_int
 
@@ -158,6 +160,9 @@ class ComparisonProgram(TariffProgram):
     def prices(self) -> list[int]:
         return [int(v) for v in self.config["prices_mct_per_kwh"]]
 
+    def register_prices(self) -> list[int]:
+        return self.prices
+
     def band(self, x: int) -> int:
         return sum(x >= t for t in self.thresholds)
 
@@ -179,6 +184,61 @@ class ComparisonProgram(TariffProgram):
         blocks.append([iv.index for iv in intervals])
         blocks.append([index_fingerprint(meter_id, iv.index) for iv in intervals])
         return blocks
+
+    # -- receiver side ----------------------------------------------------------------------
+    def unpack(
+        self,
+        meter_id: str,
+        decrypted: Sequence[Sequence[int]],
+        first_index: int,
+        count: int,
+        period_start: int,
+    ) -> TransmissionContent:
+        blocks = self.bits + (1 if self.sends_energy else 0) + 3
+        expected = -(-blocks // BLOCKS_PER_ROW)
+        if len(decrypted) != expected:
+            raise ValueError(
+                f"{len(decrypted)} ciphertexts; a {self.name} transmission has {expected}"
+            )
+        if count > MAX_LANES:
+            raise ValueError(f"{count} readings do not fit {MAX_LANES} lanes")
+        values = [
+            [decrypted[b // BLOCKS_PER_ROW][self.layout.slot(lane, b)] for lane in range(MAX_LANES)]
+            for b in range(blocks)
+        ]
+        if any(v for block in values for v in block[count:]):
+            raise ValueError("values outside the transmission's quarter hours")
+        planes = values[: self.bits]
+        if any(v not in (0, 1) for plane in planes for v in plane):
+            raise ValueError("a bit plane holds a value other than 0 or 1")
+        compared = [sum(plane[i] << j for j, plane in enumerate(planes)) for i in range(count)]
+        valid = values[self.bits] if self.sends_energy else compared
+        error, index, fingerprint = values[blocks - 3 :]
+        intervals = tuple(
+            Interval(first_index + i, error[i], True)
+            if error[i]
+            else Interval(first_index + i, valid[i])
+            for i in range(count)
+        )
+        if any(error[i] and valid[i] for i in range(count)):
+            raise ValueError("a quarter hour carries valid and erroneous energy at once")
+        if self.compared(intervals) != compared:
+            raise ValueError("the bit planes do not hold the compared energies")
+        t = self.params.plaintext_modulus
+        return TransmissionContent(
+            intervals=intervals,
+            error_wh=sum(error[:count]),
+            total_wh=sum(iv.energy_wh for iv in intervals),
+            index_sum=sum(index[:count]) % t,
+            fingerprint_sum=sum(fingerprint[:count]) % t,
+        )
+
+    def register_names(self) -> list[str]:
+        """Bands by their thresholds: ``< 250 Wh``, ``250-1000 Wh``, ``>= 1000 Wh``."""
+        bounds = self.thresholds
+        names = [f"< {bounds[0]} Wh"]
+        names += [f"{lo}–{hi} Wh" for lo, hi in itertools.pairwise(bounds)]
+        return [*names, f"≥ {bounds[-1]} Wh"]
 
     def transmission_intervals(self, period_intervals: int) -> int:
         if period_intervals > MAX_INTERVALS_PER_PERIOD:

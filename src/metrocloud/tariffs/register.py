@@ -44,6 +44,7 @@ from metrocloud.tariffs.base import (
     RegisterSet,
     TariffConfigError,
     TariffProgram,
+    TransmissionContent,
 )
 
 #: a register program's choice of register repeats every week (weekday and time of day)
@@ -123,6 +124,9 @@ class RegisterProgram(TariffProgram):
     def register_of(self, index: int) -> int:
         """The tariff register of the quarter hour ending at reading ``index``."""
 
+    def register_prices(self) -> list[int]:
+        return self.prices()
+
     def bill(self, tariff_registers_wh: Sequence[int]) -> int:
         prices = self.prices()
         if len(tariff_registers_wh) != len(prices):
@@ -194,6 +198,38 @@ class RegisterProgram(TariffProgram):
         return [period, *products]
 
     # -- receiver ----------------------------------------------------------------------------
+    def unpack(
+        self,
+        meter_id: str,
+        decrypted: Sequence[Sequence[int]],
+        first_index: int,
+        count: int,
+        period_start: int,
+    ) -> TransmissionContent:
+        if len(decrypted) != 1:
+            raise ValueError(f"{len(decrypted)} ciphertexts; a {self.name} transmission has 1")
+        coefficients = codec_for(self.params).from_slots(decrypted[0])
+        layout = self.coefficients
+        first = first_index - period_start
+        if first < 0 or first + count > layout.capacity:
+            raise ValueError(f"readings {first_index}+{count} lie outside the period's layout")
+        stray = [
+            j
+            for j, c in enumerate(coefficients)
+            if c and j < layout.capacity and not first <= j < first + count
+        ] + [j for j in range(layout.half, self.params.ring_dimension) if coefficients[j]]
+        if stray:
+            raise ValueError(f"energy outside the transmission's quarter hours (at {stray[0]})")
+        return TransmissionContent(
+            intervals=tuple(
+                Interval(first_index + j, coefficients[first + j]) for j in range(count)
+            ),
+            error_wh=coefficients[layout.error_at],
+            total_wh=coefficients[layout.total_at],
+            index_sum=coefficients[layout.index_at],
+            fingerprint_sum=coefficients[layout.fingerprint_at],
+        )
+
     def decode(self, decrypted: Sequence[Sequence[int]], block: int) -> RegisterSet:
         expected = 1 + (self.tariff_registers + 2) // 2
         if len(decrypted) != expected:

@@ -62,5 +62,8 @@ class Taf2(RegisterProgram):
     def prices(self) -> list[int]:
         return list(self._prices)
 
+    def register_names(self) -> list[str]:
+        return [str(r["name"]) for r in self.config["registers"]]
+
     def register_of(self, index: int) -> int:
         return self._table.register_of(index)

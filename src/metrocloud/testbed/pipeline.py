@@ -141,6 +141,8 @@ class PipelineConfig:
             raise ValueError(f"{medium.value} meters on {self.tariff}: {exc}") from None
 
 
+KeysFromDisplay = Callable[[str, str, TariffProgram], CustomerKeyPair | None]
+
 SEND_TIMEOUT_S = 120.0
 
 
@@ -199,6 +201,12 @@ class Pipeline:
     """With ``config.test_meters``: the authority's test customers, their keys and results."""
     trust: TrustStore | None = None
     """The trust store receivers check results with (set by :meth:`provision`)."""
+    display_keys: KeysFromDisplay | None = None
+    """Customers whose own secure display makes their keys (and registers them): called
+    with (customer, meter, contract) during :meth:`provision`; None for a customer whose
+    keys the testbed makes."""
+    keys_of_displays: set[str] = field(default_factory=set)
+    """Customers whose keys came from their display (:meth:`register_keys` skips them)."""
 
     @property
     def meter_ids(self) -> list[str]:
@@ -261,7 +269,10 @@ class Pipeline:
                         meter_id, self.gateway_id, customer_id, program.name, program.config
                     )
                 )
-                keys = CustomerKeyPair.for_program(program, block)
+                made = self.display_keys and self.display_keys(customer_id, meter_id, program)
+                if made:
+                    self.keys_of_displays.add(customer_id)
+                keys = made or CustomerKeyPair.for_program(program, block)
                 receiver = Receiver(
                     customer_id, ids.identity(customer_id, Role.RECEIVER), keys, ids.trust
                 )
@@ -329,8 +340,9 @@ class Pipeline:
     async def register_keys(self) -> None:
         nc = await self.connect("receiver")
         try:
-            for receiver in self.receivers.values():
-                await receiver.register(nc)
+            for customer_id, receiver in self.receivers.items():
+                if customer_id not in self.keys_of_displays:  # a display registers its own
+                    await receiver.register(nc)
         finally:
             await nc.drain()
 
