@@ -52,10 +52,12 @@ def _key(ids: IdentityStore, name: str) -> Path:
 
 @dataclass
 class TlsBus:
-    """A server in TLS mode with a throw-away PKI (key files in clear)."""
+    """A server in TLS mode with a throw-away PKI (key files in clear, or encrypted with
+    ``password``)."""
 
     ids: IdentityStore
     server: EmbeddedNatsServer
+    password: bytes | None = None
 
     @property
     def root_pem(self) -> Path:
@@ -64,7 +66,8 @@ class TlsBus:
     def credentials(self, role: str, identity: str | None = None) -> Credentials:
         """``role``'s credentials with the certificate of ``identity`` (its own by default)."""
         name = identity or bus_identity_name(role)
-        return tls_credentials(role, self.root_pem, self.ids.chain_path(name), _key(self.ids, name))
+        key = _key(self.ids, name)
+        return tls_credentials(role, self.root_pem, self.ids.chain_path(name), key, self.password)
 
 
 @pytest.fixture

@@ -60,6 +60,12 @@ def test_a_full_configuration_reads_as_the_embedded_description(tmp_path: Path) 
     assert DataDir(tmp_path).store_location == tmp_path / "metrocloud.sqlite"
 
 
+def test_the_host_is_where_the_process_listens(tmp_path: Path) -> None:
+    config = load_config(write(tmp_path, FULL.replace("port = 8500", 'port = 8500\nhost = "::1"')))
+    assert config.host == "::1" and config.service_options()["host"] == "::1"
+    assert "host" not in load_config(write(tmp_path, FULL)).service_options()
+
+
 @pytest.mark.parametrize(
     ("change", "message"),
     [
@@ -72,6 +78,8 @@ def test_a_full_configuration_reads_as_the_embedded_description(tmp_path: Path) 
         (("crl_refresh_s = 5", "crl_refresh_s = 0"), "cloud.crl_refresh_s: "),
         (('data = "legal-2"\n', ""), "data: missing"),
         (("[options]", "[option]"), "option: unknown setting"),
+        (("port = 8500", 'port = 8500\nhost = "10.0.0.1/24"'), "host: String should match"),
+        (("[options]", '[broker]\nroutes = ["10.0.0.2"]\n[options]'), "is no route address"),
     ],
 )
 def test_a_mistake_is_named_with_file_and_setting(

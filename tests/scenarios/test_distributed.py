@@ -7,11 +7,13 @@ from __future__ import annotations
 
 import asyncio
 import shutil
+import ssl
 import tempfile
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 from typer.testing import CliRunner
 
@@ -92,6 +94,9 @@ def test_a_month_survives_every_fault_and_bills_once(layout: DistributedCluster)
     with open_logbook(layout.logbook_url) as book:
         assert book.verify().ok
         processing = [e.event for e in book.entries(kind=EventKind.PROCESSING)]
+    # as the authority checks it, straight from the database, read-only
+    checked = CliRunner().invoke(app, ["logbook", "verify", layout.logbook_url])
+    assert checked.exit_code == 0 and "verified:" in checked.output, checked.output
     read_outs = Counter(e.subject for e in processing if e.detail.get("step") == "read-out")
     assert read_outs == {meter: 1 for meter in pipeline.meter_ids}  # each bill computed once
     evaluations = Counter(
@@ -105,8 +110,34 @@ def test_a_month_survives_every_fault_and_bills_once(layout: DistributedCluster)
 def test_the_configurations_are_what_an_operator_writes(layout: DistributedCluster) -> None:
     """The supervisor's own view is a configuration file too, and every file names the
     three broker nodes and the two databases."""
+    nodes = {f"{node.server_name}.toml" for node in layout.broker.nodes} if layout.broker else set()
+    assert len(nodes) == 3
     for path in sorted(layout.configs.glob("*.toml")):
         text = path.read_text()
-        assert text.count("tls://127.0.0.1:") == 3, path
+        if path.name in nodes:  # a broker node's: its address, the other two nodes'
+            assert text.count('"127.0.2.') == 3 and "postgresql://" not in text, path
+            continue
+        assert all(f"tls://127.0.2.{n}:" in text for n in (1, 2, 3)), path
         assert "postgresql://" in text, path
     assert Path(layout.configs / "supervisor.toml").exists()
+
+
+def test_every_process_listens_on_an_address_of_its_own(layout: DistributedCluster) -> None:
+    """127.0.1.x stand for the hosts of the cloud's processes, 127.0.2.x for the broker
+    nodes': each HTTPS service answers on its process's address, under a certificate that
+    names it, and each broker node from a folder with its own key only."""
+    addresses = [layout.host_of(p) for p in layout.processes]
+    assert len(set(addresses)) == len(addresses)
+    assert all(a.startswith("127.0.1.") for a in addresses)
+    for name in ("pki", "logbook", "download", "witness-1", "monitor"):
+        url = layout.url(name)
+        assert url.startswith(f"https://{layout.host_of(name)}:"), url
+        trust = ssl.create_default_context(cafile=str(layout.data.root / "pki" / "root.pem"))
+        with httpx.Client(verify=trust, timeout=10) as web:
+            assert web.get(url + "/").status_code < 500, name
+    for name in layout.legal_workers:
+        assert layout.metrics_url(name).startswith(f"http://{layout.host_of(name)}:")
+    assert layout.broker is not None
+    for n, node in enumerate(layout.broker.nodes, 1):
+        assert node.host == f"127.0.2.{n}"
+        assert sorted(p.name for p in (node.data_dir / "identities").glob("*.key")) == ["nats.key"]

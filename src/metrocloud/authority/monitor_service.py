@@ -178,7 +178,9 @@ class MonitorService(Service):
         watch = LogbookWatch(source, self.trust) if source is not None else None
         self.snapshot = pending_snapshot(components, self.own)  # until the first is gathered
         app = create_monitor_app(self.current)
-        self._server = HttpsServer(app, self.data, self.name, int(self.options["port"]))
+        self._server = HttpsServer(
+            app, self.data, self.name, int(self.options["port"]), self.listen_host
+        )
         refresher = asyncio.ensure_future(self.refresh(watch, components))
         try:
             await self._server.serve_until(self._stop)

@@ -52,5 +52,7 @@ class WitnessService(Service):
 
     async def serve(self) -> None:
         app = create_witness_app(self.witness())
-        self._server = HttpsServer(app, self.data, self.name, int(self.options["port"]))
+        self._server = HttpsServer(
+            app, self.data, self.name, int(self.options["port"]), self.listen_host
+        )
         await self._server.serve_until(self._stop)

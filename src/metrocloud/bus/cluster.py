@@ -1,13 +1,14 @@
-"""A NATS JetStream cluster of embedded servers on loopback: several nodes, one broker.
+"""A NATS JetStream cluster of embedded servers: several nodes, one broker.
 
 Each node is an :class:`~metrocloud.bus.server.EmbeddedNatsServer` with its own data
 folder (``<folder>/node-<i>``), client port, route port and ``server_name``
 (``<name>-<i>``), and the same zone users and permissions as a single server: the
 configuration is rendered by the same code, plus a ``cluster`` block
-(:class:`~metrocloud.bus.server.ClusterRoutes`). Routes listen on 127.0.0.1 and are
-authenticated: with TLS, both ends present the ``nats`` server certificate and a route is
-accepted only from that certificate's subject (a client certificate of the same CA cannot
-join); in password mode by a route password.
+(:class:`~metrocloud.bus.server.ClusterRoutes`). Each node listens on its own address
+(``hosts``; 127.0.0.1 for all unless given) and routes are authenticated: with TLS, both
+ends present the ``nats`` server certificate and a route is accepted only from that
+certificate's subject (a client certificate of the same CA cannot join); in password mode
+by a route password.
 
 Streams created with ``replicas=3`` (:func:`~metrocloud.bus.streams.ensure_streams`) keep
 every message on three nodes and take a write once two have it, so the cluster goes on
@@ -37,6 +38,7 @@ from types import TracebackType
 
 from metrocloud.bus.server import (
     DEFAULT_MAX_PAYLOAD,
+    LOOPBACK,
     ROUTE_USER,
     ClusterRoutes,
     Credentials,
@@ -65,14 +67,17 @@ def _free_ports(count: int, taken: tuple[int, ...] = ()) -> tuple[int, ...]:
 
 
 class NatsCluster:
-    """``nodes`` embedded NATS servers forming one JetStream cluster on 127.0.0.1.
+    """``nodes`` embedded NATS servers forming one JetStream cluster.
 
     Use as a context manager or call :meth:`start` / :meth:`stop`. Ports are chosen when
     the object is made (below the ephemeral range, :func:`~metrocloud.core.ports.free_port`)
     unless given, and kept for its lifetime, so a node that is restarted comes back where
-    its peers and clients look for it. Nodes are numbered from 0. With ``tls`` every node
-    presents the same server identity (it must name 127.0.0.1, as ``nats`` of
-    :func:`~metrocloud.bus.server.issue_server_tls` does) to clients and to its peers.
+    its peers and clients look for it. Nodes are numbered from 0; node ``i`` listens on
+    ``hosts[i]`` (every node on 127.0.0.1 unless given: a cluster on one machine; the
+    tests give each node an address of its own, 127.0.2.x, as separate hosts would have).
+    With ``tls`` every node presents the same server identity, which must name every
+    node's address (:func:`~metrocloud.bus.server.issue_server_tls` with ``hosts``), to
+    clients and to its peers.
     """
 
     def __init__(
@@ -87,6 +92,7 @@ class NatsCluster:
         max_payload: int = DEFAULT_MAX_PAYLOAD,
         roles: Mapping[str, Role] = ROLES,
         start_timeout_s: float = 60.0,
+        hosts: tuple[str, ...] | None = None,
     ) -> None:
         if nodes < 2:
             raise ConfigurationError(
@@ -95,6 +101,9 @@ class NatsCluster:
         for what, given in (("client_ports", client_ports), ("route_ports", route_ports)):
             if given is not None and len(given) != nodes:
                 raise ConfigurationError(f"{what} must name {nodes} ports, got {len(given)}")
+        if hosts is not None and len(hosts) != nodes:
+            raise ConfigurationError(f"hosts must name {nodes} addresses, got {len(hosts)}")
+        self.hosts = hosts or (LOOPBACK,) * nodes
         self.folder = Path(folder)
         self.name = name
         self.tls = tls
@@ -117,9 +126,10 @@ class NatsCluster:
                 cluster=ClusterRoutes(
                     name=name,
                     port=routes[i],
-                    peers=tuple(p for j, p in enumerate(routes) if j != i),
+                    peers=tuple((self.hosts[j], p) for j, p in enumerate(routes) if j != i),
                     user=route_user,
                     password=self._route_password,
+                    host=self.hosts[i],
                 ),
                 users_path=None if tls is not None else self.folder / "users.json",
             )
@@ -130,7 +140,7 @@ class NatsCluster:
 
     @property
     def urls(self) -> tuple[str, ...]:
-        """Every node's client URL (``tls://127.0.0.1:PORT`` or ``nats://...``), node order."""
+        """Every node's client URL (``tls://HOST:PORT`` or ``nats://...``), node order."""
         return tuple(node.url for node in self.nodes)
 
     @property

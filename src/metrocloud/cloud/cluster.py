@@ -20,7 +20,13 @@ from pathlib import Path
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from metrocloud.bus.connect import connect
-from metrocloud.bus.server import EmbeddedNatsServer, ServerTls, issue_server_tls
+from metrocloud.bus.server import (
+    LOOPBACK,
+    EmbeddedNatsServer,
+    ServerTls,
+    host_port,
+    issue_server_tls,
+)
 from metrocloud.bus.streams import ensure_streams
 from metrocloud.bus.subjects import ANOMALY, SERVICE_ROLES
 from metrocloud.cloud.https import LOCAL_HOSTS
@@ -85,6 +91,9 @@ class Cluster:
         """Process name -> service, for processes not named after their service."""
         self.threads = dict(THREADS)
         """OpenMP threads per service (the FHE library's)."""
+        self.hosts: dict[str, str] = {}
+        """Process -> the address it listens on (HTTPS, metrics), for processes not on
+        127.0.0.1: the distributed layout gives each process an address of its own."""
         self.bus_url = ""
         self.entries: dict[str, str] = {}
         """Process -> the module it runs instead of the certified boot (the testbed's
@@ -104,11 +113,12 @@ class Cluster:
             ids = self.data.identities_store(pki)
             for name in dict.fromkeys(self.service_of(p) for p in self.services):
                 https = name in HTTPS_SERVICES
-                ids.identity(name, Role.SERVICE, hosts=LOCAL_HOSTS if https else ())
+                ids.identity(name, Role.SERVICE, hosts=self.names_of(name) if https else ())
             for name in (*self.witnesses, *self.monitor):  # the authority's nodes
-                ids.identity(name, Role.AUTHORITY, hosts=LOCAL_HOSTS)
+                ids.identity(name, Role.AUTHORITY, hosts=self.names_of(name))
             # The bus: the server's identity and one client identity per role (mTLS only).
-            tls = issue_server_tls(ids)
+            tls = issue_server_tls(ids, hosts=self.broker_hosts())
+            self.prepare_hosts()
         finally:
             pki.close()
         try:
@@ -128,6 +138,24 @@ class Cluster:
         except BaseException:  # a start that fails leaves nothing running behind
             self.stop()
             raise
+
+    def host_of(self, process: str) -> str:
+        """The address process ``process`` listens on."""
+        return self.hosts.get(process, LOOPBACK)
+
+    def names_of(self, service: str) -> tuple[str, ...]:
+        """What the certificate of an HTTPS ``service`` names: 127.0.0.1 and localhost, and
+        the address of each process that runs it."""
+        own = (self.host_of(p) for p in (*self.services, *self.witnesses, *self.monitor)
+               if self.service_of(p) == service)  # fmt: skip
+        return tuple(dict.fromkeys((*LOCAL_HOSTS, *own)))
+
+    def broker_hosts(self) -> tuple[str, ...]:
+        """The broker's addresses beyond 127.0.0.1 (its certificate names them)."""
+        return ()
+
+    def prepare_hosts(self) -> None:
+        """Anything the processes' hosts need before they start (nothing on one host)."""
 
     def start_broker(self, tls: ServerTls) -> str:
         """Start the broker with ``tls``; the URL (or comma-separated URLs) clients use."""
@@ -165,15 +193,15 @@ class Cluster:
 
     def metrics_url(self, name: str) -> str:
         """Where cloud process ``name`` serves its metrics (``GET /metrics``, plain HTTP on
-        127.0.0.1); the port is chosen on first call and given to the process as an option."""
+        its address); the port is chosen on first call and given to the process as an option."""
         options = self.options.setdefault(name, {})
         if "metrics_port" not in options:
             options["metrics_port"] = str(free_port())
-        return f"http://127.0.0.1:{options['metrics_port']}/metrics"
+        return f"http://{host_port(self.host_of(name), int(options['metrics_port']))}/metrics"
 
     def url(self, name: str) -> str:
         """Where HTTPS service ``name`` answers (its certificate chains to ``pki/root.pem``)."""
-        return f"https://127.0.0.1:{self.ports[name]}"
+        return f"https://{host_port(self.host_of(name), self.ports[name])}"
 
     @property
     def pki_url(self) -> str:
@@ -200,7 +228,10 @@ class Cluster:
             "--data",
             str(self.data.root),
         ]
-        for key, value in self.options.get(name, {}).items():
+        options = dict(self.options.get(name, {}))
+        if name in self.hosts:
+            options["host"] = self.hosts[name]
+        for key, value in options.items():
             cmd += ["--option", f"{key}={value}"]
         return cmd
 

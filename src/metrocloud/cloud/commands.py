@@ -47,18 +47,26 @@ def serve(
     ] = False,
 ) -> None:
     """Run one service of a distributed deployment as its configuration file says (see
-    docs/deployment.md); the process boots on its installed releases."""
+    docs/deployment.md); the process boots on its installed releases. ``nats`` runs a
+    broker node (it becomes nats-server)."""
+    from metrocloud.deploy.broker import BROKER_SERVICE, broker_node, exec_broker_node
+
     try:
         found = load_config(config)
         if found.service != service:
             raise ConfigurationError(f"config {config} is for {found.service}, not {service}")
-        check_deployable(found)
+        if service == BROKER_SERVICE:
+            broker_node(found)  # loads its identity and trust anchors: a full check
+        else:
+            check_deployable(found)
     except ConfigurationError as exc:
         console.print(f"[red]error:[/] {escape(str(exc))}")
         raise typer.Exit(2) from None
     if check:
         console.print(escape(f"{config}: {found.process} ({found.service}) in {found.data}: fine"))
         return
+    if service == BROKER_SERVICE:
+        exec_broker_node(found)
     sys.stdout.flush()
     sys.stderr.flush()
     command = [sys.executable, "-m", "metrocloud.cloud.boot", service, "--config", str(config)]

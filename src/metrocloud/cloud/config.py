@@ -11,6 +11,7 @@ layout, and so does its install root (``software/``)::
     service = "legal"                      # which service this process runs
     instance = "legal-2"                   # its own name (logs, ready file); default: service
     data = "/srv/metrocloud/legal-2"       # identities/, pki/, software/, run/, logs/
+    host = "10.0.0.12"                     # the address it listens on; default 127.0.0.1
 
     [bus]
     urls = ["tls://10.0.0.1:4222", "tls://10.0.0.2:4222", "tls://10.0.0.3:4222"]
@@ -25,6 +26,11 @@ layout, and so does its install root (``software/``)::
 
     [options]                              # the service's own settings
     threads = "1"
+
+A broker node is a process of its own as well (``service = "nats"``): ``port`` is its
+client port, ``host`` its address, and a ``[broker]`` table names its cluster, its route
+port and the other nodes' route addresses (:class:`BrokerSection`); its folder holds the
+``nats`` identity and the trust anchors.
 
 Everything is checked when the file is read; a mistake is a :class:`ConfigurationError`
 naming the file, the setting and what is wrong. This module imports nothing legally
@@ -104,12 +110,45 @@ class CloudSection(_Section):
         return value
 
 
+class BrokerSection(_Section):
+    """One node of the broker cluster (``service = "nats"``)."""
+
+    cluster: str = Field(default="metrocloud", pattern=NAME)
+    """The cluster's name, the same on every node."""
+    route_port: int | None = Field(default=None, ge=1, le=65_535)
+    """Where the other nodes connect (on the node's ``host``); none: a single server."""
+    routes: list[str] = Field(default_factory=list)
+    """The other nodes' route addresses, ``HOST:PORT`` each."""
+    max_payload: int | None = Field(default=None, gt=0, le=64 * 1024 * 1024)
+    """The largest message in bytes; default the cloud's (32 MiB)."""
+
+    @field_validator("routes")
+    @classmethod
+    def _routes(cls, routes: list[str]) -> list[str]:
+        for route in routes:
+            host, sep, port = route.rpartition(":")
+            if not sep or not host or not port.isdigit() or not 0 < int(port) < 65_536:
+                raise ValueError(f"{route!r} is no route address (HOST:PORT)")
+        return routes
+
+    def peers(self) -> tuple[tuple[str, int], ...]:
+        """:attr:`routes` as ``(host, port)`` pairs (an IPv6 address without brackets)."""
+        found = []
+        for route in self.routes:
+            host, _, port = route.rpartition(":")
+            found.append((host.removeprefix("[").removesuffix("]"), int(port)))
+        return tuple(found)
+
+
 class ServiceConfig(_Section):
     service: str = Field(pattern=NAME)
     instance: str | None = Field(default=None, pattern=NAME)
     data: Path
+    host: str | None = Field(default=None, pattern=r"^[A-Za-z0-9.:-]{1,253}$")
+    """The address the process listens on (HTTPS, metrics, a broker node's ports)."""
     port: int | None = Field(default=None, ge=1, le=65_535)
     bus: BusSection | None = None
+    broker: BrokerSection | None = None
     storage: StorageSection = Field(default_factory=StorageSection)
     cloud: CloudSection = Field(default_factory=CloudSection)
     options: dict[str, str] = Field(default_factory=dict)
@@ -140,6 +179,8 @@ class ServiceConfig(_Section):
         options = dict(self.options)
         if self.port is not None:
             options["port"] = str(self.port)
+        if self.host is not None:
+            options["host"] = self.host
         options.setdefault("name", self.process)
         return options
 

@@ -197,5 +197,7 @@ class Download(Service):
         app = create_download_app(
             self.manager(), install_root(self.data.root), lambda: loaded.identification.to_dict()
         )
-        self._server = HttpsServer(app, self.data, self.name, int(self.options["port"]))
+        self._server = HttpsServer(
+            app, self.data, self.name, int(self.options["port"]), self.listen_host
+        )
         await self._server.serve_until(self._stop)

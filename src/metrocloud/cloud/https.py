@@ -12,16 +12,19 @@ from fastapi import FastAPI
 from metrocloud.cloud.runtime import DataDir
 
 LOCAL_HOSTS = ("127.0.0.1", "localhost")
-"""The names in the TLS certificate of a service that answers HTTPS on loopback."""
+"""The names in the TLS certificate of every service that answers HTTPS; one on another
+address also names that address."""
 
 
 class HttpsServer:
-    """``app`` on ``127.0.0.1:port`` over TLS with identity ``identity_name``'s certificate."""
+    """``app`` on ``host:port`` over TLS with identity ``identity_name``'s certificate."""
 
-    def __init__(self, app: FastAPI, data: DataDir, identity_name: str, port: int) -> None:
+    def __init__(
+        self, app: FastAPI, data: DataDir, identity_name: str, port: int, host: str = "127.0.0.1"
+    ) -> None:
         config = uvicorn.Config(
             app,
-            host="127.0.0.1",
+            host=host,
             port=port,
             ssl_certfile=str(data.identities / f"{identity_name}.pem"),
             ssl_keyfile=str(data.identities / f"{identity_name}.key"),

@@ -74,7 +74,9 @@ class Logbook(Service):
                 lambda: self.published,
                 readers=ReaderPolicy(self.trust, self._customer_subjects),
             )
-            self._server = HttpsServer(app, self.data, self.name, int(self.options["port"]))
+            self._server = HttpsServer(
+                app, self.data, self.name, int(self.options["port"]), self.listen_host
+            )
             tasks.append(asyncio.ensure_future(self._server.serve_until(self._stop)))
         try:
             if book.size:

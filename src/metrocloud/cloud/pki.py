@@ -53,7 +53,9 @@ class PkiService(Service):
         pki = self.data.open_pki(audit=audit)
         tail = asyncio.ensure_future(self._forward_own_log(own))
         app = create_app(pki, after_change=forward)
-        self._server = HttpsServer(app, self.data, self.name, int(self.options["port"]))
+        self._server = HttpsServer(
+            app, self.data, self.name, int(self.options["port"]), self.listen_host
+        )
         try:
             await self._server.serve_until(self._stop)
         finally:

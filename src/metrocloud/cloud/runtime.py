@@ -257,15 +257,22 @@ class Service(ABC):
         if pki_url and self.checks_certificates:
             self._refresher = asyncio.ensure_future(self.refresh_crls(str(pki_url)))
 
+    @property
+    def listen_host(self) -> str:
+        """The address this process listens on (HTTPS, metrics): option ``host``, else
+        127.0.0.1; on another host its address on the cloud's private network."""
+        return self.options.get("host", "127.0.0.1")
+
     def serve_metrics(self) -> None:
-        """Serve ``GET /metrics`` on 127.0.0.1 at option ``metrics_port`` (none without it)."""
+        """Serve ``GET /metrics`` on :attr:`listen_host` at option ``metrics_port`` (none
+        without it)."""
         port = self.options.get("metrics_port")
         if port is None:
             return
         for loaded in self.components.values():
             ident = loaded.identification
             self.metrics.loaded(ident.component, ident.version, ident.checksum)
-        self._metrics_server = serve_metrics(self.metrics, int(port))
+        self._metrics_server = serve_metrics(self.metrics, int(port), self.listen_host)
 
     @property
     def updatable(self) -> bool:

@@ -1,13 +1,17 @@
 """The distributed layout, brought up on one machine: what docs/deployment.md describes.
 
-:class:`DistributedCluster` runs the cloud the way an operator runs it on many hosts, only
-on 127.0.0.1: a NATS JetStream cluster of ``broker_nodes`` nodes with replicated streams,
-PostgreSQL for the store and the logbook, ``legal_workers`` competing ``legal`` processes,
-and every process started as an operator starts it, with its own configuration file:
-``metrocloud serve SERVICE --config <root>/config/<process>.toml``.
+:class:`DistributedCluster` runs the cloud the way an operator runs it on many hosts, with
+loopback addresses standing for the hosts: a NATS JetStream cluster of ``broker_nodes``
+nodes with replicated streams, each node on an address of its own (127.0.2.x) and started
+from a folder of its own that holds only its identity and the trust anchors; PostgreSQL
+for the store and the logbook; ``legal_workers`` competing ``legal`` processes; and every
+process on an address of its own (127.0.1.x), started as an operator starts it, with its
+own configuration file: ``metrocloud serve SERVICE --config <root>/config/<process>.toml``.
+Clients reach each of them by that address, which its certificate names.
 
-The processes share one folder for their keys, certificates and trust anchors (on many
-hosts each gets a copy of its own; see the deployment description). It is a
+The cloud's processes share one folder for their keys, certificates and trust anchors (on
+many hosts each gets a copy of its own, :func:`~metrocloud.deploy.broker.host_folder`). It
+is a
 :class:`~metrocloud.cloud.cluster.Cluster`, so tests and the testbed drive it alike:
 :meth:`kill` and :meth:`restart` a process by name (``legal-2``), and
 :meth:`kill_broker_node`, :meth:`restart_database` for the infrastructure.
@@ -15,7 +19,6 @@ hosts each gets a copy of its own; see the deployment description). It is a
 
 from __future__ import annotations
 
-import json
 import sys
 from collections.abc import Mapping
 from pathlib import Path
@@ -28,42 +31,20 @@ from metrocloud.bus.subjects import ANOMALY, SERVICE_ROLES
 from metrocloud.cloud.cluster import MAX_PAYLOAD, Cluster
 from metrocloud.cloud.config import load_config
 from metrocloud.cloud.runtime import CRL_REFRESH_S, DataDir
+from metrocloud.deploy.broker import launch_as_operator
+from metrocloud.deploy.configfile import render_toml
 from metrocloud.deploy.postgres import LocalPostgres
 
 REPLICAS = 3
 """Replicas of every stream (at most the number of broker nodes)."""
+PROCESS_HOSTS = "127.0.1.{}"
+"""The address of the n-th cloud process (n from 1): one "host" each."""
+BROKER_HOSTS = "127.0.2.{}"
+"""The address of the n-th broker node."""
 
 
 def legal_process(n: int) -> str:
     return f"legal-{n}"
-
-
-def render_toml(values: Mapping[str, object]) -> str:
-    """The small TOML the process configurations need: strings, numbers, string lists and
-    one level of tables (a table of strings inline)."""
-
-    def value(v: object) -> str:
-        if isinstance(v, bool):
-            return "true" if v else "false"
-        if isinstance(v, int | float):
-            return repr(v)
-        if isinstance(v, str | Path):
-            return json.dumps(str(v))  # a JSON string of printable text is a TOML string
-        if isinstance(v, list | tuple):
-            return "[" + ", ".join(value(x) for x in v) + "]"
-        if isinstance(v, Mapping):
-            return (
-                "{ " + ", ".join(f"{json.dumps(str(k))} = {value(x)}" for k, x in v.items()) + " }"
-            )
-        raise TypeError(f"no TOML for {type(v).__name__}")
-
-    plain = [f"{k} = {value(v)}" for k, v in values.items() if not isinstance(v, Mapping)]
-    tables = [
-        f"\n[{k}]\n" + "".join(f"{key} = {value(x)}\n" for key, x in v.items())
-        for k, v in values.items()
-        if isinstance(v, Mapping)
-    ]
-    return "\n".join(plain) + "\n" + "".join(tables)
 
 
 class DistributedCluster(Cluster):
@@ -94,6 +75,8 @@ class DistributedCluster(Cluster):
             witnesses=witnesses, monitor=monitor,
         )  # fmt: skip
         self.instances = {w: "legal" for w in workers}
+        processes = (*self.services, *self.witnesses, *self.monitor)
+        self.hosts = {p: PROCESS_HOSTS.format(n) for n, p in enumerate(processes, 1)}
         self.threads["legal"] = "1"  # one FHE thread per worker: the workers are the scale
         self.legal_workers = workers
         self.broker_nodes = broker_nodes
@@ -118,10 +101,18 @@ class DistributedCluster(Cluster):
             raise
         super().start(timeout_s)  # stops everything, PostgreSQL included, if it fails
 
+    def broker_hosts(self) -> tuple[str, ...]:
+        return tuple(BROKER_HOSTS.format(n) for n in range(1, self.broker_nodes + 1))
+
     def start_broker(self, tls: ServerTls) -> str:
         self.broker = NatsCluster(
-            self.data.root / "nats", nodes=self.broker_nodes, tls=tls, max_payload=MAX_PAYLOAD
+            self.data.root / "nats",
+            nodes=self.broker_nodes,
+            tls=tls,
+            max_payload=MAX_PAYLOAD,
+            hosts=self.broker_hosts(),
         )
+        launch_as_operator(self.broker, self.data.root, self.configs)
         self.broker.start()
         return ",".join(self.broker.urls)
 
@@ -172,6 +163,8 @@ class DistributedCluster(Cluster):
             "instance": name,
             "data": str(self.data.root),
         }
+        if name in self.hosts:
+            config["host"] = self.hosts[name]
         if port is not None:
             config["port"] = int(port)
         config["bus"] = {"urls": str(described["nats_url"]).split(",")}

@@ -1,10 +1,12 @@
 """``metrocloud logbook``: verify the whole log, or one entry, and show entries.
 
-``verify`` and ``show`` work on a copy of the logbook file (``<data>/logbook.sqlite``);
-``audit`` works over the logbook's API against heads cosigned by the witnesses, which is
-how an authority audits a running cloud. Either way the tool recomputes every hash itself
-and trusts nothing the operator says. A verdict is printed in one line; the exit status is
-0 when verified and 1 otherwise.
+``verify`` and ``show`` read the logbook's storage itself, opened read-only: the file
+``<data>/logbook.sqlite`` of the embedded cloud, or the PostgreSQL database of the
+distributed one (``postgresql://user@host:port/logbook``). ``audit`` works over the
+logbook's API against heads cosigned by the witnesses, which is how an authority audits
+a running cloud. Either way the tool recomputes every hash itself and trusts nothing the
+operator says. A verdict is printed in one line; the exit status is 0 when verified and 1
+otherwise.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated
 
+import psycopg
 import typer
 from cryptography import x509
 from rich.console import Console
@@ -23,22 +26,36 @@ from metrocloud.core.errors import ConfigurationError, MetrocloudError, Rejected
 from metrocloud.logbook.checkpoint import LOG_ORIGIN
 from metrocloud.logbook.client import LogAuditor, LogbookClient
 from metrocloud.logbook.merkle import verify_inclusion
-from metrocloud.logbook.transparency import AUDIENCES, MerkleLogbook
+from metrocloud.logbook.transparency import AUDIENCES, MerkleLogbook, open_logbook
 from metrocloud.pki.identity import Identity
 from metrocloud.pki.roles import Role
 from metrocloud.pki.validate import TrustStore
+from metrocloud.store.db import is_postgres_url, redacted, sqlite_path
 
 app = typer.Typer(add_completion=False, help="The logbook: an RFC 9162 transparency log.")
 console = Console()
 
-LogFile = Annotated[Path, typer.Argument(help="The logbook file (<data>/logbook.sqlite).")]
+LogFile = Annotated[
+    str,
+    typer.Argument(
+        help="The logbook: its file (<data>/logbook.sqlite, or sqlite:///<path>) or its "
+        "PostgreSQL database (postgresql://user@host:port/logbook).",
+        metavar="LOGBOOK",
+    ),
+]
 
 
-def _open(path: Path) -> MerkleLogbook:
-    if not path.is_file():
-        console.print(f"[red]not verified:[/] no logbook at {path}")
-        raise typer.Exit(1)
-    return MerkleLogbook(path)
+def _open(location: str) -> MerkleLogbook:
+    """The logbook at ``location``, read-only; a plain verdict and exit 1 if there is none."""
+    shown = redacted(location)
+    try:
+        if not is_postgres_url(location) and not sqlite_path(location).is_file():
+            console.print(f"[red]not verified:[/] no logbook at {shown}")
+            raise typer.Exit(1)
+        return open_logbook(location, read_only=True)
+    except (MetrocloudError, psycopg.Error) as exc:  # no logbook there, a bad URL, unreachable
+        console.print(f"[red]not verified:[/] cannot read the logbook at {shown}: {exc}")
+        raise typer.Exit(1) from None
 
 
 def _head(head: str | None, size: int | None) -> tuple[bytes, int] | None:
@@ -56,7 +73,7 @@ def _head(head: str | None, size: int | None) -> tuple[bytes, int] | None:
 
 @app.command()
 def verify(
-    path: LogFile,
+    logbook: LogFile,
     entry: Annotated[int | None, typer.Option(help="Check only this entry's inclusion.")] = None,
     head: Annotated[str | None, typer.Option(help="Root hash (hex) seen earlier.")] = None,
     size: Annotated[int | None, typer.Option(help="Size of the log when --head was seen.")] = None,
@@ -67,7 +84,7 @@ def verify(
     (and, with ``--entry``, prove the entry against that head).
     """
     seen = _head(head, size)
-    book = _open(path)
+    book = _open(logbook)
     try:
         if entry is not None:
             root, tree_size = seen or (book.head(), book.size)
@@ -102,7 +119,7 @@ def verify(
 
 @app.command()
 def show(
-    path: LogFile,
+    logbook: LogFile,
     audience: Annotated[
         str, typer.Option(help=f"Whose view: {', '.join(sorted(AUDIENCES))}.")
     ] = "authority",
@@ -113,7 +130,7 @@ def show(
     if audience not in AUDIENCES:
         console.print(f"[red]unknown audience {audience!r}[/]; one of {sorted(AUDIENCES)}")
         raise typer.Exit(1)
-    book = _open(path)
+    book = _open(logbook)
     try:
         for record in book.entries(audience=audience, start=start, limit=limit):
             typer.echo(json.dumps({"seq": record.seq, **json.loads(record.event.to_json())}))

@@ -103,9 +103,9 @@ class MerkleLogbook(MerkleTree):
     """Append-only logbook of events in an RFC 9162 Merkle tree (SQLite at ``path``, or
     PostgreSQL at a ``postgresql://`` URL)."""
 
-    def __init__(self, path: Path | str) -> None:
+    def __init__(self, path: Path | str, *, read_only: bool = False) -> None:
         self._pending_index: list[tuple[Any, ...]] = []
-        super().__init__(path)
+        super().__init__(path, read_only=read_only)
 
     def _create(self) -> None:
         self._db.create(_INDEX)
@@ -376,7 +376,8 @@ class MerkleLogbook(MerkleTree):
         return self.verify()
 
 
-def open_logbook(path_or_url: Path | str) -> MerkleLogbook:
+def open_logbook(path_or_url: Path | str, *, read_only: bool = False) -> MerkleLogbook:
     """The logbook in the SQLite file at a path (or ``sqlite:///<path>``), or in the
-    PostgreSQL database at a ``postgresql://user@host:port/database`` URL."""
-    return MerkleLogbook(path_or_url)
+    PostgreSQL database at a ``postgresql://user@host:port/database`` URL; ``read_only``
+    to audit it without a write."""
+    return MerkleLogbook(path_or_url, read_only=read_only)

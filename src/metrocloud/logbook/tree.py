@@ -24,9 +24,12 @@ an append whose commit was in doubt is neither lost nor repeated.
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
+
+import psycopg
 
 from metrocloud.core.errors import MetrocloudError
 from metrocloud.logbook.merkle import (
@@ -83,12 +86,21 @@ class MerkleTree:
     connection).
     """
 
-    def __init__(self, path: Path | str) -> None:
-        self._db: Database = connect(path, timeout=30)
+    def __init__(self, path: Path | str, *, read_only: bool = False) -> None:
+        """``read_only``: open an existing tree to read it (an auditor's tool), creating
+        nothing and writing nothing; :class:`TreeError` if there is no tree."""
+        self._db: Database = connect(path, timeout=30, read_only=read_only)
         self._lock = self._db.lock
-        self._db.create(_SCHEMA)
-        self._create()
-        self._load()
+        if not read_only:
+            self._db.create(_SCHEMA)
+            self._create()
+            self._load()
+            return
+        try:
+            self._load()
+        except (sqlite3.Error, psycopg.Error) as exc:
+            self._db.close()
+            raise TreeError(f"no logbook tree there: {str(exc).strip()}") from exc
 
     def _create(self) -> None:
         """Hook for subclasses: more tables to create when the storage is opened."""

@@ -168,7 +168,8 @@ class MetricsServer:
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/metrics"
+        host = str(self.server.server_address[0])
+        return f"http://{host}:{self.port}/metrics"
 
     def close(self) -> None:
         self.server.shutdown()

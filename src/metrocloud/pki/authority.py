@@ -108,7 +108,8 @@ def _days(days: int, limit: int = MAX_VALIDITY_DAYS) -> timedelta:
     return timedelta(days=days)
 
 
-def _name(common_name: str, unit: str) -> x509.Name:
+def subject_name(common_name: str, unit: str) -> x509.Name:
+    """The subject metrocloud's CAs give a certificate: O=metrocloud, OU=the role, CN=the name."""
     return x509.Name(
         [
             x509.NameAttribute(NameOID.ORGANIZATION_NAME, ORGANIZATION),
@@ -183,7 +184,7 @@ class Pki:
         root_curve = Curve(root_curve)
         not_before = datetime.now(timezone.utc) - BACKDATE
         root_key = keys.generate(ROOT_KEY, root_curve)
-        root_name = _name("metrocloud root CA", "root")
+        root_name = subject_name("metrocloud root CA", "root")
         root = sign_certificate(
             x509.CertificateBuilder()
             .subject_name(root_name)
@@ -206,7 +207,7 @@ class Pki:
             sub_key = keys.generate(key_name(sub), curves[sub])
             cert = sign_certificate(
                 x509.CertificateBuilder()
-                .subject_name(_name(sub.common_name, sub.value))
+                .subject_name(subject_name(sub.common_name, sub.value))
                 .issuer_name(root_name)
                 .public_key(sub_key.public_key())
                 .serial_number(x509.random_serial_number())
@@ -347,7 +348,7 @@ class Pki:
         not_after = min(now - BACKDATE + days, issuer_cert.not_valid_after_utc)
         builder = (
             x509.CertificateBuilder()
-            .subject_name(_name(common_name, role.value))
+            .subject_name(subject_name(common_name, role.value))
             .issuer_name(issuer_cert.subject)
             .public_key(public_key)
             .serial_number(x509.random_serial_number())

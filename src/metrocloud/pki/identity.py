@@ -8,6 +8,7 @@ without one (a service process) it only loads.
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -91,7 +92,8 @@ class IdentityStore:
         A stored certificate must carry ``role`` (else ``Rejected("wrong-role")``) and
         match the key; an expired, revoked or otherwise unusable one is reissued for the
         stored key when this store has a PKI, else ``ConfigurationError``. ``hosts`` (IP
-        addresses or DNS names) go into a new certificate for a TLS server.
+        addresses or DNS names) go into a new certificate for a TLS server; a stored one
+        that lacks one of them is unusable too (a server moved to another address).
         """
         if not _NAME.fullmatch(common_name):
             raise Rejected("bad-common-name", f"{common_name!r} is not a valid identity name")
@@ -103,6 +105,8 @@ class IdentityStore:
         else:
             raise ConfigurationError(f"no key for identity {common_name}")
         chain = self._stored_chain(common_name, role, key)
+        if chain is not None and not _names(chain[0], hosts):
+            chain = None
         if chain is None:
             if self.pki is None:
                 raise ConfigurationError(f"no usable certificate for identity {common_name}")
@@ -141,3 +145,19 @@ class IdentityStore:
                 raise
             return None
         return chain
+
+
+def _names(certificate: x509.Certificate, hosts: tuple[str, ...]) -> bool:
+    """Whether ``certificate`` names every one of ``hosts`` (DNS names or IP addresses)."""
+    if not hosts:
+        return True
+    try:
+        alt = certificate.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except x509.ExtensionNotFound:
+        return False
+    dns_names, ip_addresses = split_hosts(hosts)
+    has_dns = {name.lower() for name in alt.get_values_for_type(x509.DNSName)}
+    has_ip = {str(ip) for ip in alt.get_values_for_type(x509.IPAddress)}
+    return {n.lower() for n in dns_names} <= has_dns and {
+        str(ipaddress.ip_address(a)) for a in ip_addresses
+    } <= has_ip

@@ -35,6 +35,7 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from metrocloud.core.errors import ConfigurationError
 
@@ -175,14 +176,19 @@ class SQLiteDatabase(Database):
     dialect = "sqlite"
     unlimited = -1
 
-    def __init__(self, path: Path, *, timeout: float = 60.0) -> None:
+    def __init__(self, path: Path, *, timeout: float = 60.0, read_only: bool = False) -> None:
+        """``read_only``: the file opened for reading only (it must exist): every write
+        fails."""
         super().__init__(str(path))
         self.path = path
+        target = f"{Path(path).absolute().as_uri()}?mode=ro" if read_only else str(path)
         self.conn = sqlite3.connect(
-            path, timeout=timeout, isolation_level=None, check_same_thread=False
-        )
-        self.conn.execute("PRAGMA journal_mode=WAL")
-        self.conn.execute("PRAGMA synchronous=FULL")
+            target, timeout=timeout, isolation_level=None, check_same_thread=False,
+            uri=read_only,
+        )  # fmt: skip
+        if not read_only:
+            self.conn.execute("PRAGMA journal_mode=WAL")
+            self.conn.execute("PRAGMA synchronous=FULL")
         self.conn.execute(f"PRAGMA busy_timeout={int(timeout * 1000)}")
         self.generation = 1
 
@@ -236,15 +242,26 @@ def _pg_sql(sql: str) -> bytes:
     return sql.replace("%", "%%").replace("?", "%s").encode()
 
 
+def _read_only(url: str) -> str:
+    """``url``'s connection string with every transaction read-only (its own ``options``
+    kept)."""
+    params = conninfo_to_dict(url)
+    options = f"{params.get('options') or ''} -c default_transaction_read_only=on".strip()
+    return make_conninfo("", **{**params, "options": options})
+
+
 class PostgresDatabase(Database):
     """A PostgreSQL database by libpq URL; autocommit between transactions."""
 
     dialect = "postgresql"
     unlimited = None
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, *, read_only: bool = False) -> None:
+        """``read_only``: every transaction of the session is read-only (PostgreSQL
+        refuses any write)."""
         super().__init__(url)
         self.url = url
+        self.read_only = read_only
         self._conn: psycopg.Connection[Row] | None = None
         self._sql: dict[str, bytes] = {}
         self._connection()
@@ -258,7 +275,11 @@ class PostgresDatabase(Database):
         if self._depth:  # never carry on a transaction on a new connection
             raise psycopg.OperationalError("the connection to PostgreSQL was lost mid-transaction")
         try:
-            conn = psycopg.connect(self.url, autocommit=True, connect_timeout=CONNECT_TIMEOUT_S)
+            conn = psycopg.connect(
+                _read_only(self.url) if self.read_only else self.url,
+                autocommit=True,
+                connect_timeout=CONNECT_TIMEOUT_S,
+            )
         except psycopg.OperationalError as exc:
             raise DatabaseUnavailable(
                 f"PostgreSQL at {redacted(self.url)} is unreachable: {str(exc).strip()}"
@@ -375,9 +396,10 @@ class PostgresDatabase(Database):
             self._drop()
 
 
-def connect(location: str | Path, *, timeout: float = 60.0) -> Database:
+def connect(location: str | Path, *, timeout: float = 60.0, read_only: bool = False) -> Database:
     """A :class:`PostgresDatabase` for a ``postgresql://`` URL, else a
-    :class:`SQLiteDatabase` for the path (or ``sqlite:///`` URL)."""
+    :class:`SQLiteDatabase` for the path (or ``sqlite:///`` URL); ``read_only``: one
+    that refuses every write."""
     if is_postgres_url(location):
-        return PostgresDatabase(str(location))
-    return SQLiteDatabase(sqlite_path(location), timeout=timeout)
+        return PostgresDatabase(str(location), read_only=read_only)
+    return SQLiteDatabase(sqlite_path(location), timeout=timeout, read_only=read_only)
