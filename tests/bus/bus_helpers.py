@@ -10,10 +10,11 @@ from typing import Protocol
 
 from nats.aio.client import Client
 from nats.aio.msg import Msg
+from nats.js.client import JetStreamContext
 
 from metrocloud.bus.connect import BusErrors, connect
 from metrocloud.bus.server import Credentials
-from metrocloud.bus.streams import ensure_streams
+from metrocloud.bus.streams import ensure_streams, fetch
 
 
 class BusServer(Protocol):
@@ -106,6 +107,23 @@ async def arrived(got: list[Msg], count: int, timeout_s: float = 10.0) -> list[M
     deadline = asyncio.get_running_loop().time() + timeout_s
     while len(got) < count and asyncio.get_running_loop().time() < deadline:
         await asyncio.sleep(0.02)
+    return got
+
+
+PullSubscription = JetStreamContext.PullSubscription
+
+
+async def fetch_count(sub: PullSubscription, count: int, timeout_s: float = 10.0) -> list[Msg]:
+    """Pull until ``count`` messages came, or the timeout: one fetch may return what is
+    there so far (on a cluster a message that was just published may reach the consumer's
+    leader a moment after the one before it)."""
+    got: list[Msg] = []
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    while len(got) < count:
+        left = deadline - asyncio.get_running_loop().time()
+        if left <= 0:
+            break
+        got += await fetch(sub, batch=count - len(got), timeout_s=min(2.0, left))
     return got
 
 
