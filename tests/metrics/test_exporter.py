@@ -108,3 +108,18 @@ def test_served_on_loopback_in_the_text_format() -> None:
         server.close()
     with pytest.raises(httpx.ConnectError):
         httpx.get(server.url, timeout=2)
+
+
+@pytest.mark.parametrize("host", ["127.0.3.7", "::1"])
+def test_served_on_the_address_it_is_given(host: str) -> None:
+    """A process on a host of its own serves its metrics on that host's address; its URL
+    names the address (an IPv6 one in brackets)."""
+    if ":" in host and not socket.has_ipv6:
+        pytest.fail("this machine has no IPv6: the IPv6 case needs ::1")
+    server = serve_metrics(ComponentMetrics(), 0, host)
+    try:
+        shown = f"[{host}]" if ":" in host else host
+        assert server.url == f"http://{shown}:{server.port}/metrics"
+        assert httpx.get(server.url, timeout=5).status_code == 200
+    finally:
+        server.close()

@@ -169,7 +169,8 @@ class MetricsServer:
     @property
     def url(self) -> str:
         host = str(self.server.server_address[0])
-        return f"http://{host}:{self.port}/metrics"
+        where = f"[{host}]" if ":" in host else host  # an IPv6 address in brackets
+        return f"http://{where}:{self.port}/metrics"
 
     def close(self) -> None:
         self.server.shutdown()
