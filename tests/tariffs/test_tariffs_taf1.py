@@ -538,3 +538,19 @@ def test_other_parameter_set_is_checked_against_its_own_range() -> None:
     Taf1(p2, {"price_mct_per_kwh": MAX_PRICE})
     with pytest.raises(TariffConfigError, match=re.escape(p2.parameters_id)):
         Taf1(p2, {"price_mct_per_kwh": MAX_PRICE + 1})
+
+
+def test_register_differences_name_each_register_in_words() -> None:
+    base = RegisterSet((100, 200), 5, 305, 1_000, 7, 9)
+    assert base.differences(base, ["T1", "T2"], this="cloud", that="recomputed") == []
+    other = RegisterSet((100, 210), 5, 315, 2_000, 7, 8)
+    assert base.differences(other, ["T1", "T2"], this="cloud", that="recomputed") == [
+        "register T2: cloud 200 Wh, recomputed 210 Wh",
+        "total register: cloud 305 Wh, recomputed 315 Wh",
+        "bill: cloud 0.00001 €, recomputed 0.00002 €",
+        "index sums: cloud and recomputed are of other quarter hours",
+    ]
+    shorter = RegisterSet((100,), 5, 305, 1_000, 7, 9)
+    assert base.differences(shorter, ["T1", "T2"], this="a", that="b") == [
+        "a different number of tariff registers"
+    ]

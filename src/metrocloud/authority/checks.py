@@ -224,21 +224,6 @@ class CheckOutcome:
     found: RegisterSet | None = None
 
 
-def _differences(expected: RegisterSet, found: RegisterSet) -> str:
-    parts = []
-    for name in ("tariff_registers_wh", "error_register_wh", "total_register_wh"):
-        want, got = getattr(expected, name), getattr(found, name)
-        if want != got:
-            parts.append(f"{name.removesuffix('_wh').replace('_', ' ')} {got} Wh, expected {want}")
-    if expected.bill_microcent != found.bill_microcent:
-        parts.append(
-            f"bill {found.bill_microcent / 1e8:.5f} €, expected {expected.bill_microcent / 1e8:.5f}"
-        )
-    if (expected.index_sum, expected.fingerprint_sum) != (found.index_sum, found.fingerprint_sum):
-        parts.append("index sums differ")
-    return "; ".join(parts)
-
-
 def judge(
     result: bytes | None,
     keys: CustomerKeyPair,
@@ -267,10 +252,11 @@ def judge(
     if not verdict.verified or verdict.registers is None:
         return outcome(False, f"the display's check failed: {verdict.reason}")
     if verdict.registers != expected:
+        found = verdict.registers.differences(
+            expected, contract.register_names(), this="result", that="expected"
+        )
         return outcome(
-            False,
-            f"result differs from the test vector: {_differences(expected, verdict.registers)}",
-            verdict.registers,
+            False, "result differs from the test vector: " + "; ".join(found), verdict.registers
         )
     return outcome(True, "equal to the test vector", verdict.registers)
 

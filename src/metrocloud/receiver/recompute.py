@@ -108,32 +108,6 @@ def open_transmission(
     return tx, content
 
 
-def differences(cloud: RegisterSet, recomputed: RegisterSet, names: Sequence[str]) -> list[str]:
-    """What differs between two register sets, in words."""
-    out = []
-    for name, a, b in zip(
-        names, cloud.tariff_registers_wh, recomputed.tariff_registers_wh, strict=False
-    ):
-        if a != b:
-            out.append(f"register {name}: cloud {a} Wh, recomputed {b} Wh")
-    if len(cloud.tariff_registers_wh) != len(recomputed.tariff_registers_wh):
-        out.append("a different number of tariff registers")
-    for label, a, b in (
-        ("error register", cloud.error_register_wh, recomputed.error_register_wh),
-        ("total register", cloud.total_register_wh, recomputed.total_register_wh),
-    ):
-        if a != b:
-            out.append(f"{label}: cloud {a} Wh, recomputed {b} Wh")
-    if cloud.bill_microcent != recomputed.bill_microcent:
-        out.append(f"bill: cloud {cloud.bill_euro:.4f} €, recomputed {recomputed.bill_euro:.4f} €")
-    if (cloud.index_sum, cloud.fingerprint_sum) != (
-        recomputed.index_sum,
-        recomputed.fingerprint_sum,
-    ):
-        out.append("the readings the cloud used are not the gateway's")
-    return out
-
-
 def recompute(
     transmissions: Sequence[bytes],
     keys: CustomerKeyPair,
@@ -179,7 +153,7 @@ def recompute(
         return Recomputation(
             "not-run", "no verified result to compare with", registers, intervals, error_wh, gateway
         )
-    found = differences(cloud, registers, contract.register_names())
+    found = cloud.differences(registers, contract.register_names(), this="cloud", that="recomputed")
     if found:
         return Recomputation(
             "mismatch",

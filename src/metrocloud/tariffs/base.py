@@ -54,6 +54,33 @@ class RegisterSet:
     def bill_euro(self) -> float:
         return self.bill_microcent / MICROCENT_PER_EURO
 
+    def differences(
+        self, other: RegisterSet, names: Sequence[str], *, this: str, that: str
+    ) -> list[str]:
+        """What differs between these registers (called ``this``) and ``other`` (``that``),
+        one phrase each: ``register T2: cloud 410 Wh, recomputed 400 Wh``. ``names``: the
+        tariff registers' names (:meth:`TariffProgram.register_names`)."""
+        out = [
+            f"register {name}: {this} {a} Wh, {that} {b} Wh"
+            for name, a, b in zip(
+                names, self.tariff_registers_wh, other.tariff_registers_wh, strict=False
+            )
+            if a != b
+        ]
+        if len(self.tariff_registers_wh) != len(other.tariff_registers_wh):
+            out.append("a different number of tariff registers")
+        for label, a, b in (
+            ("error register", self.error_register_wh, other.error_register_wh),
+            ("total register", self.total_register_wh, other.total_register_wh),
+        ):
+            if a != b:
+                out.append(f"{label}: {this} {a} Wh, {that} {b} Wh")
+        if self.bill_microcent != other.bill_microcent:
+            out.append(f"bill: {this} {self.bill_euro:.5f} €, {that} {other.bill_euro:.5f} €")
+        if (self.index_sum, self.fingerprint_sum) != (other.index_sum, other.fingerprint_sum):
+            out.append(f"index sums: {this} and {that} are of other quarter hours")
+        return out
+
 
 def expected_integrity_sums(meter_id: str, indices: Sequence[int], modulus: int) -> tuple[int, int]:
     """What the index blocks of a correct result must hold for these reading indices."""
