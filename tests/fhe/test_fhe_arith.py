@@ -520,3 +520,45 @@ def test_depth_adds_to_input_depth() -> None:
     x = ar.square(ar.square(sim.encrypt([1, 2])))  # depth 2
     y = ar.mul(x, ar.square(sim.encrypt([1, 1])))  # depth max(2, 1) + 1
     assert (x.depth, y.depth) == (2, 3)
+
+
+# -- results switched down for decryption (legal's read-out) --------------------------------
+
+
+def _for_decryption(f: Fhe, ct: Any) -> Any:
+    from metrocloud.fhe.evaluator import Evaluator
+
+    return Evaluator(f.keys.context, f.lanes).for_decryption([ct])[0]
+
+
+@FEW
+@given(a=lanes_mod_t(), b=lanes_mod_t())
+def test_a_result_for_decryption_is_smaller_and_decrypts_the_same(
+    fhe: Fhe, a: list[int], b: list[int]
+) -> None:
+    from metrocloud.fhe.context import serialize
+
+    product = fhe.ar.mul(fhe.ar.mul(fhe.enc(a), fhe.enc(b)), fhe.enc(b))  # the whole depth
+    small = _for_decryption(fhe, product)
+    assert len(serialize(small)) < len(serialize(product)) * 0.6
+    assert fhe.dec(small) == fhe.dec(product) == [x * y * y % T for x, y in zip(a, b, strict=True)]
+    again = _for_decryption(fhe, small)  # one tower left: nothing more to drop
+    assert serialize(again) == serialize(small)
+
+
+def test_the_deepest_taf3_circuit_decrypts_after_the_switch(deep: Fhe) -> None:
+    """The most noise the comparison parameters carry (depth 4 + 1 + 1, as above), then the
+    switch to one tower: every lane still exact, at a seventh of the size or less."""
+    from metrocloud.fhe.context import serialize
+
+    n = deep.lanes
+    values = [i % 8192 for i in range(n)]
+    cts, _ = deep.enc_bits(values, 13)
+    (ind,) = deep.ar.ge_plain_many(cts, (2500,))
+    energy = [(7919 * i) % 5001 for i in range(n)]
+    mask = [(i * 104729) % T for i in range(n)]
+    out = deep.ar.mul_plain(deep.ar.mul(ind, deep.enc(energy)), mask)
+    small = _for_decryption(deep, out)
+    assert len(serialize(small)) * 6 < len(serialize(out))
+    want = [int(v >= 2500) * e * m % T for v, e, m in zip(values, energy, mask, strict=True)]
+    assert deep.dec(small) == want

@@ -202,6 +202,7 @@ class Legal(Service):
             r_dup = program.read_out(
                 ev, [keys.unpack(p) for _, _, p in partials], close.block, start
             )
+            r, r_dup = ev.for_decryption(r), ev.for_decryption(r_dup)
         r_bytes, r_dup_bytes = self.result_bytes(close.meter, r, r_dup)
         # The identification shown for the program as this process loaded it, not as the
         # file on disk reads now.
