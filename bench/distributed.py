@@ -310,6 +310,8 @@ def main() -> None:
     if args.pair:
         pair()
         return
+    if args.measured < 1:
+        parser.error("--measured: at least one period")
     print(f"{args.meters} meters x {args.days} days of {args.tariff}, one FHE thread per worker")
     rows = []
     base = None
