@@ -10,7 +10,9 @@ from typer.testing import CliRunner
 
 from metrocloud.cli import app
 from metrocloud.cloud.config import load_config
+from metrocloud.cloud.legal import KEY_CACHE_MB, Legal, key_cache_mb
 from metrocloud.cloud.runtime import DataDir
+from metrocloud.cloud.storage import Storage
 from metrocloud.core.errors import ConfigurationError
 
 FULL = """
@@ -127,3 +129,19 @@ def test_serve_checks_what_the_file_cannot_say(tmp_path: Path) -> None:
     unknown = write(tmp_path, FULL.replace('service = "legal"', 'service = "billing"'))
     code, out = serve("billing", "--config", str(unknown), "--check")
     assert code == 2 and "'billing': one of" in out
+
+
+@pytest.mark.parametrize("value", ["lots", "0", "-5", "1.5"])
+def test_serve_refuses_a_key_budget_legal_cannot_use(tmp_path: Path, value: str) -> None:
+    path = write(tmp_path, FULL.replace('fault = ""', f'key_cache_mb = "{value}"'))
+    code, out = serve("legal", "--config", str(path), "--check")
+    assert code == 2, out
+    assert f"option key_cache_mb must be a positive whole number of MiB, got '{value}'" in out
+
+
+def test_a_key_budget_is_legal_s_option_alone() -> None:
+    assert key_cache_mb({"key_cache_mb": "512"}) == 512
+    assert key_cache_mb({}) == KEY_CACHE_MB
+    with pytest.raises(ConfigurationError, match="key_cache_mb"):
+        Legal.check_options({"key_cache_mb": "many"})
+    Storage.check_options({"key_cache_mb": "many"})  # not storage's option: not its concern

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import re
 from pathlib import Path
 
+import httpx
 import pytest
 
 from metrocloud.cloud.cluster import Cluster
@@ -68,3 +70,27 @@ def test_every_tariff_bills_exactly_through_the_cloud(cluster: Cluster, tariff: 
     registers = outcome.verdict.registers
     assert registers is not None and len(registers.tariff_registers_wh) == 3
     assert registers.total_register_wh == outcome.reference.total_register_wh > 0
+
+
+def test_legal_bills_customers_whose_keys_exceed_its_key_budget(tmp_path: Path) -> None:
+    """Two TAF 3 customers (about 90 MB of evaluation keys each) and a legal worker whose
+    key budget holds one: it evicts one customer's keys for the other's and parses them
+    again when that customer's turn comes; every bill is still exact."""
+    cluster = Cluster(tmp_path / "data", options={"legal": {"key_cache_mb": "100"}})
+    metrics = cluster.metrics_url("legal")
+    cluster.start()
+    try:
+        pipeline = Pipeline(cluster, PipelineConfig(meters=2, days=1, tariff="taf3"))
+        pipeline.provision()
+        outcomes = run(pipeline)
+        assert [o.meter_id for o in outcomes] == ["m-0001", "m-0002"]
+        for o in outcomes:
+            assert o.ok, o.verdict.reason
+            assert o.verdict.registers == o.reference
+        scraped = httpx.get(metrics, timeout=10).text
+        evictions = re.search(r"^metrocloud_evaluation_key_evictions_total (\S+)$", scraped, re.M)
+        held = re.search(r"^metrocloud_evaluation_keys_bytes (\S+)$", scraped, re.M)
+        assert evictions is not None and float(evictions.group(1)) >= 1, scraped
+        assert held is not None and 0 < float(held.group(1)) <= 100 * 1024 * 1024
+    finally:
+        cluster.stop()

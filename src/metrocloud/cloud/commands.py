@@ -30,6 +30,7 @@ def check_deployable(config: ServiceConfig) -> None:
     kind = service_class(config.service)
     if kind.uses_bus and config.bus is None:
         raise ConfigurationError(f"{config.service} connects to the broker: [bus] urls missing")
+    kind.check_options(config.service_options())
     for needed, what in (
         (config.data / "pki" / "root.pem", "the PKI's root certificate"),
         (config.data / "identities" / f"{config.service}.pem", f"{config.service}'s certificate"),

@@ -19,7 +19,7 @@ from nats.aio.msg import Msg
 
 from metrocloud.cloud.runtime import Service
 from metrocloud.core.clock import now_iso
-from metrocloud.core.errors import Rejected
+from metrocloud.core.errors import ConfigurationError, Rejected
 from metrocloud.core.events import EventKind
 from metrocloud.core.messages import (
     Envelope,
@@ -34,16 +34,19 @@ from metrocloud.fhe.context import (
     Ciphertext,
     deserialize_ciphertext,
     deserialize_context,
-    load_evaluation_keys,
     serialize,
 )
 from metrocloud.fhe.evaluator import Evaluator
+from metrocloud.fhe.keycache import EvaluationKeyCache
 from metrocloud.fhe.params import FheParameters
 from metrocloud.tariffs import PROGRAMS, TariffProgram, load_program
 
 _log = logging.getLogger(__name__)
 
 RETRY_DELAY_S = 1.0
+KEY_CACHE_MB = 2048
+"""Default budget of installed evaluation keys per worker (option ``key_cache_mb``): about
+22 customers of a comparison tariff (90 MB each); register tariffs need no keys."""
 
 
 class CustomerKeys:
@@ -65,6 +68,20 @@ class CustomerKeys:
         return self.load_all(msgpack.unpackb(packed))
 
 
+def key_cache_mb(options: dict[str, str]) -> int:
+    """The ``key_cache_mb`` option: a positive whole number of MiB."""
+    raw = options.get("key_cache_mb", str(KEY_CACHE_MB))
+    try:
+        value = int(raw)
+    except ValueError:
+        value = 0
+    if value <= 0:
+        raise ConfigurationError(
+            f"legal: option key_cache_mb must be a positive whole number of MiB, got {raw!r}"
+        )
+    return value
+
+
 def pack_ciphertexts(cts: list[Ciphertext]) -> bytes:
     return msgpack.packb([serialize(c) for c in cts], use_bin_type=True)
 
@@ -75,8 +92,14 @@ class Legal(Service):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self._keys: dict[str, CustomerKeys] = {}
+        self._keys: EvaluationKeyCache[CustomerKeys] = EvaluationKeyCache(
+            key_cache_mb(self.options) * 1024 * 1024
+        )
         self._programs: dict[tuple[str, str, str], TariffProgram] = {}
+
+    @classmethod
+    def check_options(cls, options: dict[str, str]) -> None:
+        key_cache_mb(options)
 
     @property
     def worker(self) -> str:
@@ -88,9 +111,10 @@ class Legal(Service):
 
     def customer_keys(self, customer: str, key_tag: str | None = None) -> CustomerKeys | None:
         """The customer's evaluation context, once storage holds every key part; loaded anew
-        when a transmission names another key (the customer registered new keys)."""
-        cached = self._keys.get(customer)
-        if cached is not None and key_tag in (None, cached.key_tag):
+        when a transmission names another key (the customer registered new keys), or when
+        the customer's keys were evicted to keep within ``key_cache_mb``."""
+        cached = self._keys.get(customer, key_tag)
+        if cached is not None:
             return cached
         stored = self.store.key_registration(customer)
         if not stored:
@@ -101,9 +125,20 @@ class Legal(Service):
         first = parts[0]
         params = FheParameters.from_dict(first.parameters)
         context = deserialize_context(first.context)
-        load_evaluation_keys(b"".join(p.evaluation_keys for p in parts))
         keys = CustomerKeys(params, first.key_tag, context)
-        self._keys[customer] = keys
+        evicted = self._keys.evictions
+        self._keys.install(
+            customer, first.key_tag, b"".join(p.evaluation_keys for p in parts), context, keys
+        )
+        evicted = self._keys.evictions - evicted
+        if evicted:
+            _log.info(
+                "evaluation keys of %d customer(s) dropped for %s's: key_cache_mb is %d",
+                evicted,
+                customer,
+                self._keys.budget_bytes // (1024 * 1024),
+            )
+        self.metrics.evaluation_keys(self._keys.held_bytes, evicted)
         return keys
 
     def program(self, meter_id: str, params: FheParameters) -> TariffProgram:

@@ -205,9 +205,16 @@ class Service(ABC):
     """Whether it connects to the broker (an authority's witness, say, does not)."""
     identity_role: Role = Role.SERVICE
 
+    @classmethod
+    def check_options(cls, options: dict[str, str]) -> None:
+        """:class:`ConfigurationError` for an option of this service that it cannot use;
+        a service without options of its own to check accepts them all."""
+        return None
+
     def __init__(self, data: DataDir, options: dict[str, str] | None = None) -> None:
         self.data = data
         self.options = options or {}
+        self.check_options(self.options)
         self.trust: TrustStore = data.trust_store()
         self.identity: Identity = data.identities_store().identity(self.name, self.identity_role)
         self.nc: Client | None = None

@@ -123,6 +123,16 @@ class ComponentMetrics:
         self.errors = Counter(
             f"{PREFIX}_errors", "Failures while handling a message.", ["kind"], registry=r
         )
+        self.key_bytes = Gauge(
+            f"{PREFIX}_evaluation_keys_bytes",
+            "Serialized evaluation keys installed (with per-customer overhead).",
+            registry=r,
+        )
+        self.key_evictions = Counter(
+            f"{PREFIX}_evaluation_key_evictions",
+            "Customers whose evaluation keys were dropped to stay within the budget.",
+            registry=r,
+        )
         self.software = Gauge(
             f"{PREFIX}_software_info",
             "The legally relevant software this process loaded.",
@@ -150,6 +160,10 @@ class ComponentMetrics:
             yield
         finally:
             self.processing.labels(name).observe(time.perf_counter() - started)
+
+    def evaluation_keys(self, held_bytes: int, evicted: int) -> None:
+        self.key_bytes.set(held_bytes)
+        self.key_evictions.inc(evicted)
 
     def loaded(self, component: str, version: str, checksum: str) -> None:
         self.software.labels(component, version, checksum).set(1)
