@@ -178,6 +178,36 @@ def test_wrong_field_types_are_rejected(msg: Message) -> None:
             assert exc.value.reason == "malformed-message", (f.name, wrong)
 
 
+def with_nul(value: Any) -> Any | None:
+    """``value`` with a NUL character put into a text of it (None when it has no text)."""
+    if isinstance(value, str):
+        return value[:1] + "\x00" + value[1:]
+    if isinstance(value, list) and value and isinstance(value[0], str):
+        return [with_nul(value[0]), *value[1:]]
+    if isinstance(value, dict):
+        return {**value, "note\x00": "x"}
+    return None
+
+
+@pytest.mark.parametrize("msg", SAMPLES, ids=lambda m: m.kind)
+def test_a_nul_character_in_any_text_is_refused(msg: Message) -> None:
+    """No id, name or time holds NUL, and PostgreSQL's text cannot store one: a message
+    with one is refused as it is read, the same on either storage engine."""
+    tried = 0
+    for f in dataclasses.fields(msg):
+        changed = with_nul(getattr(msg, f.name))
+        if changed is None:
+            continue
+        tried += 1
+        data = {"kind": msg.kind, **dataclasses.asdict(msg), f.name: changed}
+        with pytest.raises(Rejected) as exc:
+            type(msg).decode(msgpack.packb(data, use_bin_type=True))
+        assert exc.value.reason == "malformed-message"
+        assert f"{msg.kind}.{f.name} holds a NUL character" in exc.value.detail
+    assert tried > 0
+    assert type(msg).decode(msg.encode()) == msg  # bytes may hold NUL: c=[b"\x00..."]
+
+
 @pytest.mark.parametrize(
     "raw",
     [b"", b"\xc1", b"\x91", b"not msgpack at all \xff", msgpack.packb([1, 2]), b"\x92\x01"],

@@ -44,6 +44,18 @@ def _has_type(value: object, annotation: str) -> bool:
     return expected is None or (isinstance(value, expected) and not isinstance(value, bool))
 
 
+def _holds_nul(value: object) -> bool:
+    """Whether a text of ``value`` (a string, or one in a list or map) holds NUL: no name,
+    id or time of the system does, and PostgreSQL's text columns cannot store one."""
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, list):
+        return any(_holds_nul(v) for v in value)
+    if isinstance(value, dict):
+        return any(_holds_nul(k) or _holds_nul(v) for k, v in value.items())
+    return False
+
+
 @dataclass(frozen=True)
 class Message:
     """Base of message bodies; ``kind`` names the type on the wire."""
@@ -67,6 +79,8 @@ class Message:
             value = data[name]
             if not _has_type(value, str(f.type)):
                 raise Rejected("malformed-message", f"{cls.kind}.{name} must be {f.type}")
+            if _holds_nul(value):
+                raise Rejected("malformed-message", f"{cls.kind}.{name} holds a NUL character")
             values[name] = value
         return cls(**values)
 
