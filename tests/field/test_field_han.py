@@ -14,11 +14,21 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 from gateway_sides import START, FedGateway
+from hypothesis import given
+from hypothesis import strategies as st
 
 from browser import screenshot_path
 from metrocloud.core.clock import index_time
 from metrocloud.core.errors import Rejected
-from metrocloud.field.han import SESSION_COOKIE, ConsumerAccounts, create_han_app
+from metrocloud.field import han as han_module
+from metrocloud.field.han import (
+    FREE_LOGIN_FAILURES,
+    LOGIN_BACKOFF_S,
+    SESSION_COOKIE,
+    ConsumerAccounts,
+    create_han_app,
+    login_wait_s,
+)
 from metrocloud.field.interfaces import BackgroundServer
 from metrocloud.field.meter import MeterStatus
 
@@ -270,6 +280,94 @@ def test_a_session_expires(tmp_path: Path) -> None:
     assert accounts.session_customer(cookie) == "c-1"
     now[0] += 61
     assert accounts.session_customer(cookie) is None
+
+
+# -- guessing passwords -----------------------------------------------------------------------
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_wrong_passwords_make_the_next_attempts_wait_longer_and_longer() -> None:
+    clock = Clock()
+    accounts = ConsumerAccounts(clock=clock)
+    accounts.set_password("c-1", PASSWORDS["c-1"])
+    for n in range(1, FREE_LOGIN_FAILURES + 1):  # the free ones: no wait until the last
+        outcome = accounts.attempt_login("c-1", f"guess {n}")
+        assert (outcome.ok, outcome.checked, outcome.failures) == (False, True, n)
+        assert outcome.wait_s == (LOGIN_BACKOFF_S[0] if n == FREE_LOGIN_FAILURES else 0.0)
+    # too early: refused without a look, even with the right password
+    early = accounts.attempt_login("c-1", PASSWORDS["c-1"])
+    assert (early.ok, early.checked) == (False, False)
+    assert 0 < early.wait_s <= LOGIN_BACKOFF_S[0]
+    clock.now += LOGIN_BACKOFF_S[0]
+    outcome = accounts.attempt_login("c-1", "guess 6")
+    assert outcome.checked and outcome.wait_s == 2 * LOGIN_BACKOFF_S[0]  # doubled
+    clock.now += 2 * LOGIN_BACKOFF_S[0] - 0.5
+    assert not accounts.attempt_login("c-1", PASSWORDS["c-1"]).checked
+    clock.now += 0.5
+    assert accounts.attempt_login("c-1", PASSWORDS["c-1"]).ok  # and the count starts over
+    assert accounts.attempt_login("c-1", "guess").wait_s == 0.0
+
+
+@given(st.integers(min_value=0, max_value=10_000))
+def test_the_wait_grows_with_the_failures_up_to_five_minutes(failures: int) -> None:
+    wait = login_wait_s(failures)
+    assert 0 <= wait <= LOGIN_BACKOFF_S[1] == 300.0
+    assert (wait == 0) == (failures < FREE_LOGIN_FAILURES)
+    assert login_wait_s(failures + 1) >= wait
+
+
+def test_unknown_customers_are_throttled_alike_and_a_new_password_clears_the_count() -> None:
+    clock = Clock()
+    accounts = ConsumerAccounts(clock=clock)
+    accounts.set_password("c-1", PASSWORDS["c-1"])
+    for customer in ("c-1", "nobody"):
+        outcomes = [accounts.attempt_login(customer, "guess") for _ in range(6)]
+        assert [(o.checked, o.failures) for o in outcomes] == [
+            *((True, n) for n in range(1, 6)),
+            (False, 5),
+        ]
+    accounts.set_password("c-1", "a new password for c-1")  # the administrator, over the WAN
+    assert accounts.attempt_login("c-1", "a new password for c-1").ok
+    assert not accounts.attempt_login("nobody", "guess").checked
+
+
+def test_only_the_latest_customer_ids_are_remembered(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(han_module, "MAX_TRACKED_LOGINS", 3)
+    accounts = ConsumerAccounts(clock=Clock())
+    for _ in range(FREE_LOGIN_FAILURES):
+        accounts.attempt_login("c-1", "guess")
+    assert not accounts.attempt_login("c-1", "guess").checked
+    for customer in ("a", "b", "c"):  # three newer ids push c-1 out
+        accounts.attempt_login(customer, "guess")
+    assert accounts.attempt_login("c-1", "guess").checked
+
+
+def test_the_page_answers_429_and_the_administrator_log_names_the_customer() -> None:
+    clock = Clock()
+    han = Han()
+    han.accounts.clock = clock
+    client = han.client()
+    for n in range(FREE_LOGIN_FAILURES):
+        answer = client.post("/login", data={"customer": "c-2", "password": f"guess {n}"})
+        assert answer.status_code == 401 and "Wrong customer or password." in answer.text
+    assert "next attempt for this customer can be made in 2 s" in answer.text
+    answer = client.post("/login", data={"customer": "c-2", "password": PASSWORDS["c-2"]})
+    assert answer.status_code == 429 and answer.headers["retry-after"] == "2"
+    assert "Too many wrong passwords for this customer: try again in 2 s." in answer.text
+    assert SESSION_COOKIE not in answer.headers.get("set-cookie", "")
+    logged = [e for e in han.fed.gateway.logs["administrator"].entries if e.kind.startswith("han")]
+    assert [(e.kind, e.detail) for e in logged] == [
+        ("han-login-throttled", {"customer": "c-2", "failures": FREE_LOGIN_FAILURES})
+    ]
+    clock.now += 2
+    answer = client.post("/login", data={"customer": "c-2", "password": PASSWORDS["c-2"]})
+    assert answer.status_code == 303
+    assert han.logged_in("c-1")  # the other consumer was never held up
 
 
 # -- the page in a real browser ---------------------------------------------------------------

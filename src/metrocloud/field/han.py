@@ -12,7 +12,8 @@ Endpoints::
 
     GET  /               the page (303 to /login without a session)
     GET  /login          the login form
-    POST /login          customer, password (form) -> session cookie, 303 to /; 401 if wrong
+    POST /login          customer, password (form) -> session cookie, 303 to /; 401 if wrong,
+                         429 (Retry-After) while the customer id has to wait
     POST /logout         ends the session, 303 to /login
     GET  /api/readings   {"customer", "meters": [...], "log": [...]}; 401 without a session
                          (``?limit=N``: the newest N readings per meter, default 96: a day)
@@ -34,6 +35,9 @@ serves its HAN over TLS (as the TR asks) would add that flag.
 Passwords are kept only as scrypt hashes (``hashlib.scrypt``, a random 16-byte salt per
 password, N=2^14, r=8, p=1) and compared in constant time; an unknown customer costs the
 same scrypt run as a known one, so the answer time does not tell which customers exist.
+Guessing is throttled per customer id (:meth:`ConsumerAccounts.attempt_login`): after five
+wrong passwords in a row each attempt waits, doubling up to five minutes; earlier ones get
+``429`` with ``Retry-After`` unchecked, and the administrator log notes it once.
 """
 
 from __future__ import annotations
@@ -45,6 +49,7 @@ import hashlib
 import hmac
 import html
 import json
+import math
 import re
 import secrets
 import threading
@@ -56,6 +61,7 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from fastapi import FastAPI, Query, Request, Response
+from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse
 
 from metrocloud.core.clock import index_time
@@ -74,6 +80,12 @@ LOG_ENTRIES = 50
 MIN_PASSWORD = 8
 MAX_PASSWORD = 256
 MAX_FORM_BYTES = 4096
+FREE_LOGIN_FAILURES = 5
+"""Wrong passwords for one customer id before each further attempt has to wait."""
+LOGIN_BACKOFF_S = (2.0, 300.0)
+"""The wait after those, doubling with every further failure, and its longest."""
+MAX_TRACKED_LOGINS = 10_000
+"""Customer ids (as typed) whose failures are remembered; the oldest are forgotten first."""
 
 SCRYPT_N, SCRYPT_R, SCRYPT_P, SCRYPT_LEN = 1 << 14, 8, 1, 32
 _CUSTOMER = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
@@ -139,6 +151,28 @@ _DUMMY = PasswordHash.of(secrets.token_urlsafe(16))
 """Checked against when the customer has no password: the same work, always False."""
 
 
+@dataclass(frozen=True)
+class LoginOutcome:
+    """What a login attempt came to."""
+
+    ok: bool
+    wait_s: float = 0.0
+    """After a failure: how long the customer id must wait before its next attempt (0: it
+    may try at once). With ``checked`` false the attempt itself came too early."""
+    failures: int = 0
+    """Wrong passwords in a row for this customer id, this attempt included."""
+    checked: bool = True
+    """Whether the password was looked at (not while the customer id has to wait)."""
+
+
+def login_wait_s(failures: int) -> float:
+    """How long a customer id waits after ``failures`` wrong passwords in a row."""
+    if failures < FREE_LOGIN_FAILURES:
+        return 0.0
+    first, longest = LOGIN_BACKOFF_S
+    return min(first * 2.0 ** min(failures - FREE_LOGIN_FAILURES, 32), longest)
+
+
 class ConsumerAccounts:
     """The consumers' HAN passwords (scrypt hashes only) and their open sessions.
 
@@ -159,6 +193,7 @@ class ConsumerAccounts:
         self._secret = secrets.token_bytes(32)
         self._hashes: dict[str, PasswordHash] = {}
         self._sessions: dict[str, tuple[str, float]] = {}  # session id -> (customer, expiry)
+        self._failures: dict[str, tuple[int, float]] = {}  # id as typed -> (count, last try)
         self._lock = threading.Lock()
         if path is not None and path.exists():
             raw = json.loads(path.read_text())
@@ -181,6 +216,7 @@ class ConsumerAccounts:
         with self._lock:
             self._hashes[customer_id] = hashed
             self._sessions = {s: v for s, v in self._sessions.items() if v[0] != customer_id}
+            self._failures.pop(customer_id, None)
             if self.path is not None:
                 data = {c: h.to_json() for c, h in sorted(self._hashes.items())}
                 self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -198,6 +234,30 @@ class ConsumerAccounts:
             _DUMMY.matches(password)
             return False
         return hashed.matches(password)
+
+    def attempt_login(self, customer_id: str, password: str) -> LoginOutcome:
+        """Check a login, throttled per customer id: after :data:`FREE_LOGIN_FAILURES`
+        wrong passwords in a row each attempt must wait (:func:`login_wait_s`, doubling up
+        to five minutes) and one that comes earlier is refused without a look at the
+        password. Unknown ids are throttled alike, so the answers do not tell which
+        customers exist. A right password, or a new one set by the administrator, clears
+        the count. Counted before the password is checked, so attempts sent at once count
+        one by one."""
+        now = self.clock()
+        with self._lock:
+            failures, last = self._failures.get(customer_id, (0, 0.0))
+            early = last + login_wait_s(failures) - now
+            if early > 0:
+                return LoginOutcome(False, early, failures, checked=False)
+            self._failures.pop(customer_id, None)  # re-inserted last: the newest
+            self._failures[customer_id] = (failures + 1, now)
+            while len(self._failures) > MAX_TRACKED_LOGINS:
+                del self._failures[next(iter(self._failures))]
+        if self.check_password(customer_id, password):
+            with self._lock:
+                self._failures.pop(customer_id, None)
+            return LoginOutcome(True)
+        return LoginOutcome(False, login_wait_s(failures + 1), failures + 1)
 
     # -- sessions -------------------------------------------------------------------------
     def _sign(self, payload: bytes) -> bytes:
@@ -568,13 +628,12 @@ def create_han_app(
         customer = (form.get("customer") or [""])[0].strip()
         password = (form.get("password") or [""])[0]
         if len(raw) > MAX_FORM_BYTES or not customer or not password:
-            ok = False
-        else:
-            ok = accounts.check_password(customer, password)
-        if not ok:
             return HTMLResponse(
                 render_login(gateway.gateway_id, "Wrong customer or password."), status_code=401
             )
+        outcome = await run_in_threadpool(accounts.attempt_login, customer, password)
+        if not outcome.ok:
+            return refused_login(customer, outcome)
         response = RedirectResponse("/", status_code=303)
         response.set_cookie(
             SESSION_COOKIE,
@@ -585,6 +644,24 @@ def create_han_app(
             samesite="strict",
         )
         return response
+
+    def refused_login(customer: str, outcome: LoginOutcome) -> Response:
+        wait = math.ceil(outcome.wait_s)
+        if not outcome.checked:
+            return HTMLResponse(
+                render_login(
+                    gateway.gateway_id,
+                    f"Too many wrong passwords for this customer: try again in {wait} s.",
+                ),
+                status_code=429,
+                headers={"Retry-After": str(wait)},
+            )
+        if outcome.failures == FREE_LOGIN_FAILURES:  # once per run of failures
+            gateway.log_han_login_throttled(customer, outcome.failures)
+        message = "Wrong customer or password."
+        if wait:
+            message += f" The next attempt for this customer can be made in {wait} s."
+        return HTMLResponse(render_login(gateway.gateway_id, message), status_code=401)
 
     @app.post("/logout")
     def logout(request: Request) -> Response:
@@ -610,14 +687,18 @@ def create_han_app(
 
 
 __all__ = [
+    "FREE_LOGIN_FAILURES",
+    "LOGIN_BACKOFF_S",
     "SESSION_COOKIE",
     "ConsumerAccounts",
+    "LoginOutcome",
     "PasswordHash",
     "ReadingOwners",
     "check_customer_id",
     "consumer_data",
     "consumer_log",
     "create_han_app",
+    "login_wait_s",
     "render_login",
     "render_page",
 ]

@@ -287,6 +287,13 @@ class SmartMeterGateway:
         self.logs["administrator"].append(now, "consumer-password-set", None, detail)
         self.logs["metrological"].append(now, "consumer-password-set", None, detail)
 
+    def log_han_login_throttled(self, customer_id: str, failures: int) -> None:
+        """Log (for the administrator) that logins as ``customer_id`` on the HAN page now
+        have to wait after ``failures`` wrong passwords in a row: someone may be guessing.
+        ``customer_id`` is what was typed (at most 64 characters kept)."""
+        detail = {"customer": customer_id[:64], "failures": failures}
+        self.logs["administrator"].append(self.clock(), "han-login-throttled", None, detail)
+
     def meters(self) -> list[MeterRecord]:
         return [s.record for s in self._meters.values()]
 
