@@ -344,3 +344,19 @@ def test_an_oversized_body_is_refused(wan: Wan) -> None:
         answer = admin.put("/consumers/c-1/password", json={"password": "x" * 70_000})
     assert refusal(answer)[:2] == (413, "oversized-request")
     assert not wan.served.accounts.has_password("c-1")
+
+
+def test_a_body_of_unknown_length_is_refused_unread(wan: Wan) -> None:
+    """Chunked, a body has no length to check up front: it could grow past the limit."""
+
+    def chunks() -> Iterator[bytes]:
+        yield b'{"password": "'
+        yield b"x" * 70_000
+        yield b'"}'
+
+    with wan.admin() as admin:
+        json_type = {"content-type": "application/json"}
+        answer = admin.put("/consumers/c-1/password", content=chunks(), headers=json_type)
+    assert answer.request.headers.get("transfer-encoding") == "chunked"
+    assert refusal(answer) == (411, "length-required", "a request body needs a Content-Length")
+    assert not wan.served.accounts.has_password("c-1")

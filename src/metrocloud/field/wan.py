@@ -39,8 +39,9 @@ Endpoints (JSON; refusals answer ``{"reason": ..., "detail": ...}``)::
 
 Status codes: 401 no client certificate (only without TLS: the TLS server already refuses
 the handshake), 403 a certificate the PKI refuses or of another role, 404 an unknown meter,
-413 a body over 64 KiB, 422 malformed input (bad JSON, an unknown field or medium, a key
-that is not hex or of the wrong length, a tariff configuration its program refuses). Input
+411 a body without Content-Length (chunked), 413 a body over 64 KiB, 422 malformed input
+(bad JSON, an unknown field or medium, a key that is not hex or of the wrong length, a
+tariff configuration its program refuses). Input
 is checked completely before anything changes, so a refused request changes nothing.
 """
 
@@ -85,6 +86,7 @@ _STATUS = {
     "not-authenticated": 401,
     "unknown-meter": 404,
     "oversized-request": 413,
+    "length-required": 411,
 }
 _INPUT_REASONS = frozenset(
     {
@@ -282,6 +284,10 @@ def create_wan_app(
             )
             return refusal(exc)
         length = request.headers.get("content-length")
+        if length is None and request.headers.get("transfer-encoding"):
+            return refusal(  # a body of unknown length could grow past the limit unread
+                Rejected("length-required", "a request body needs a Content-Length")
+            )
         if length is not None and (not length.isdigit() or int(length) > MAX_BODY_BYTES):
             return refusal(
                 Rejected("oversized-request", f"a request body has {MAX_BODY_BYTES} bytes at most")
