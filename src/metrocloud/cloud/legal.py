@@ -45,7 +45,7 @@ _log = logging.getLogger(__name__)
 
 RETRY_DELAY_S = 1.0
 KEY_CACHE_MB = 2048
-"""Default budget of installed evaluation keys per worker (option ``key_cache_mb``): about
+"""Budget of installed evaluation keys per worker unless option ``key_cache_mb`` says: about
 22 customers of a comparison tariff (90 MB each); register tariffs need no keys."""
 
 
