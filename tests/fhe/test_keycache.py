@@ -15,6 +15,7 @@ from metrocloud.core.errors import Rejected
 from metrocloud.fhe.context import (
     CustomerKeyPair,
     Encryptor,
+    create_context,
     deserialize_ciphertext,
     deserialize_context,
     serialize,
@@ -34,7 +35,7 @@ PARAMS = PROGRAMS["taf1"].parameters  # N = 8192, depth 1: small keys, quick to 
 def key_maps_kept() -> Iterator[None]:
     """OpenFHE's key maps are process-wide: whatever other tests of this process installed
     is there again afterwards, and what happened inside is gone."""
-    cc = CustomerKeyPair.generate(PARAMS, []).context
+    cc = create_context(PARAMS)
     automorphism = dict(cc.GetAllEvalAutomorphismKeys())
     mult = dict(cc.GetAllEvalMultKeys())
     try:
@@ -78,14 +79,15 @@ def customers() -> dict[str, Customer]:
 
 def installed_tags() -> set[str]:
     """The key tags that have keys in OpenFHE's maps now."""
-    cc = CustomerKeyPair.generate(PARAMS, []).context
+    cc = create_context(PARAMS)
     return set(cc.GetAllEvalAutomorphismKeys()) | set(cc.GetAllEvalMultKeys())
 
 
 def install(cache: EvaluationKeyCache[Any], name: str, customer: Customer) -> Any:
     """Install the customer's keys as legal does: its context and keys as sent."""
     context = deserialize_context(serialize(customer.pair.context))
-    return cache.install(name, customer.key_tag, customer.keys, context, context)
+    cache.install(name, customer.key_tag, customer.keys, context, context)
+    return context
 
 
 def square_rotated(context: Any, customer: Customer) -> list[int]:
@@ -109,7 +111,9 @@ def test_the_least_recently_used_customer_is_evicted_and_the_others_still_comput
     install(cache, "alice", alice)
     install(cache, "bob", bob)
     assert cache.get("alice", alice.key_tag) is not None  # alice used after bob
-    install(cache, "carol", carol)
+    carol_context = deserialize_context(serialize(carol.pair.context))
+    evicted = cache.install("carol", carol.key_tag, carol.keys, carol_context, carol_context)
+    assert evicted == ["bob"]
 
     assert cache.customers() == ["alice", "carol"]
     assert cache.evictions == 1

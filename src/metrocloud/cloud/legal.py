@@ -126,19 +126,17 @@ class Legal(Service):
         params = FheParameters.from_dict(first.parameters)
         context = deserialize_context(first.context)
         keys = CustomerKeys(params, first.key_tag, context)
-        evicted = self._keys.evictions
-        self._keys.install(
+        evicted = self._keys.install(
             customer, first.key_tag, b"".join(p.evaluation_keys for p in parts), context, keys
         )
-        evicted = self._keys.evictions - evicted
         if evicted:
             _log.info(
                 "evaluation keys of %d customer(s) dropped for %s's: key_cache_mb is %d",
-                evicted,
+                len(evicted),
                 customer,
                 self._keys.budget_bytes // (1024 * 1024),
             )
-        self.metrics.evaluation_keys(self._keys.held_bytes, evicted)
+        self.metrics.evaluation_keys(self._keys.held_bytes, len(evicted))
         return keys
 
     def program(self, meter_id: str, params: FheParameters) -> TariffProgram:

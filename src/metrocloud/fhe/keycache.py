@@ -6,9 +6,9 @@ installs every customer's keys and never drops any grows without bound: a compar
 (TAF 3, TAF 4) brings about 90 MB per customer. :class:`EvaluationKeyCache` holds the keys
 of the customers used most recently, at most ``budget_bytes`` of serialized keys, and
 evicts the least recently used: it keeps a reference to every kept customer's keys, clears
-OpenFHE's maps and installs the kept ones again (no copy, no parsing: 0.3 ms). An evicted
-customer's keys are parsed again from storage when the customer comes back (about 0.1 s
-for 90 MB).
+OpenFHE's maps and installs the kept ones again (no copy, no parsing). An evicted
+customer's keys are parsed again from storage when the customer comes back (96 ms for
+90 MB, ``bench/keycache.py``).
 
 :func:`forget_evaluation_keys` clears the maps in a process that only checks keys (the
 ingress inspector), after every check.
@@ -68,9 +68,6 @@ class EvaluationKeyCache(Generic[V]):
     def __len__(self) -> int:
         return len(self._entries)
 
-    def __contains__(self, customer: object) -> bool:
-        return customer in self._entries
-
     @property
     def held_bytes(self) -> int:
         """What the kept customers count for (serialized keys plus overhead)."""
@@ -89,9 +86,12 @@ class EvaluationKeyCache(Generic[V]):
         self._entries.move_to_end(customer)
         return entry.value
 
-    def install(self, customer: str, key_tag: str, blob: bytes, context: Any, value: V) -> V:
+    def install(
+        self, customer: str, key_tag: str, blob: bytes, context: Any, value: V
+    ) -> list[str]:
         """Install the customer's serialized evaluation keys (replacing keys it had under
-        another tag), evicting the least recently used customers beyond the budget.
+        another tag), evicting the least recently used customers beyond the budget; the
+        evicted customers are returned.
 
         Raises :class:`~metrocloud.core.errors.Rejected` when ``blob`` cannot be parsed
         (``RuntimeError`` when it holds no keys for ``key_tag``); nothing of it stays
@@ -100,7 +100,7 @@ class EvaluationKeyCache(Generic[V]):
         cost = len(blob) + ENTRY_OVERHEAD_BYTES
         replaced = [customer] if customer in self._entries else []
         held = self.held_bytes - sum(self._entries[c].cost for c in replaced)
-        evicted = []
+        evicted: list[str] = []
         for other in self._entries:  # least recently used first
             if held + cost <= self.budget_bytes:
                 break
@@ -126,7 +126,7 @@ class EvaluationKeyCache(Generic[V]):
             self._reinstall()  # nothing half-installed stays behind
             raise
         self._entries[customer] = entry
-        return value
+        return evicted
 
     def _reinstall(self) -> None:
         """Clear OpenFHE's key maps and install the keys of the kept customers again."""
